@@ -1,9 +1,224 @@
-"""Placeholder: being written."""
+"""Batch normalisation and dropout.
+
+Batch norm normalises every channel with statistics taken over the batch and the pixels
+(axes (0, 2, 3) of NCHW, axis 0 of (N, C)); its backward is the compact closed form
+derived in docs/math/activations_norm_losses.md, section "Batch normalisation".
+Dropout is inverted dropout (section "Dropout").
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+from .. import backend
+from .. import random as ts_random
+from ..tensor import Function, Tensor
+from ._checks import array_of, check_float
 
 
-def batch_norm(*args, **kwargs):
-    raise NotImplementedError('batch_norm is being written')
+def _channel_shape(ndim):
+    """Shape that broadcasts a (C,) vector against (N, C) or (N, C, H, W)."""
+    return (1, -1) + (1,) * (ndim - 2)
 
 
-def dropout(*args, **kwargs):
-    raise NotImplementedError('dropout is being written')
+class BatchNorm(Function):
+    """y = γ · x̂ + β with x̂ = (x − μ) / sqrt(σ² + eps), per channel.
+
+    Inputs: x, then γ (weight) if ``has_weight``, then β (bias) if ``has_bias``.
+    Training: μ, σ² are the batch mean and biased variance over the m = N·H·W values of
+    each channel, and the running statistics (arrays, updated in place) move towards
+    μ and the unbiased variance σ²·m/(m − 1). Evaluation: μ, σ² are the running ones.
+
+    Backward (training), per channel, with ĝ = g·γ:
+        dx = (1/sqrt(σ² + eps)) · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂))
+        dγ = Σ g · x̂,   dβ = Σ g
+    Backward (evaluation), μ and σ² being constants: dx = g · γ / sqrt(σ² + eps).
+    """
+
+    def __init__(self, running_mean, running_var, training, momentum, eps, has_weight, has_bias):
+        self.running_mean, self.running_var = running_mean, running_var
+        self.training, self.momentum, self.eps = training, momentum, eps
+        self.has_weight, self.has_bias = has_weight, has_bias
+
+    def forward(self, x, *affine):
+        xp = self.xp
+        gamma = affine[0] if self.has_weight else None
+        beta = affine[-1] if self.has_bias else None
+        self.axes = (0,) + tuple(range(2, x.ndim))
+        channel = _channel_shape(x.ndim)
+        self.count = x.size // x.shape[1]          # m: values per channel
+
+        if self.training:
+            mean = x.mean(axis=self.axes, keepdims=True)
+            centred = x - mean
+            var = (centred * centred).mean(axis=self.axes, keepdims=True)
+            self._update_running_stats(mean.reshape(-1), var.reshape(-1))
+        else:
+            mean = xp.asarray(self.running_mean, dtype=x.dtype).reshape(channel)
+            var = xp.asarray(self.running_var, dtype=x.dtype).reshape(channel)
+            centred = x - mean
+        inv_std = 1 / xp.sqrt(var + x.dtype.type(self.eps))
+
+        # x̂ is not kept for backward: it is recomputed from x (which the graph holds
+        # anyway), trading one elementwise pass for one activation-sized buffer.
+        self.x, self.mean, self.inv_std, self.gamma = x, mean, inv_std, gamma
+        scale = inv_std if gamma is None else inv_std * gamma.reshape(channel)
+        y = centred
+        y *= scale                     # in place: ``centred`` is our own temporary
+        if beta is not None:
+            y += beta.reshape(channel)
+        return y
+
+    def _update_running_stats(self, batch_mean, batch_var):
+        m = self.momentum
+        if self.running_mean is not None:
+            self.running_mean *= 1 - m
+            self.running_mean += m * batch_mean
+        if self.running_var is not None:
+            unbiased_var = batch_var * (self.count / (self.count - 1))
+            self.running_var *= 1 - m
+            self.running_var += m * unbiased_var
+
+    def backward(self, g):
+        channel = _channel_shape(g.ndim)
+        wants_dx = self.needs_grad[0]
+        wants_dgamma = self.has_weight and self.needs_grad[1]
+        wants_dbeta = self.has_bias and self.needs_grad[-1]
+        sum_g = g.sum(axis=self.axes, keepdims=True) if (wants_dbeta or (wants_dx and self.training)) else None
+        x_hat = sum_g_xhat = None
+        if wants_dgamma or (wants_dx and self.training):
+            x_hat = (self.x - self.mean) * self.inv_std
+            sum_g_xhat = (g * x_hat).sum(axis=self.axes, keepdims=True)
+
+        dx = None
+        if wants_dx:
+            scale = self.inv_std if self.gamma is None else self.inv_std * self.gamma.reshape(channel)
+            if self.training:
+                # dx = γ/σ · (g − mean(g) − x̂ · mean(g · x̂)), built in x̂'s buffer.
+                dx = x_hat
+                dx *= sum_g_xhat / self.count
+                self.xp.subtract(g, dx, out=dx)
+                dx -= sum_g / self.count
+                dx *= scale
+            else:
+                dx = g * scale
+        grads = [dx]
+        if self.has_weight:
+            grads.append(sum_g_xhat.reshape(-1) if wants_dgamma else None)
+        if self.has_bias:
+            grads.append(sum_g.reshape(-1) if wants_dbeta else None)
+        return tuple(grads)
+
+
+class Dropout(Function):
+    """y = x · mask / (1 − p) with mask ~ Bernoulli(1 − p); dx = g · mask / (1 − p)."""
+
+    def __init__(self, p):
+        self.p = p
+
+    def forward(self, x):
+        uniform = ts_random.random(x.shape, self.xp, x.dtype)
+        # The mask is kept as bools (1 byte per element, not 4 or 8) and the scale apart.
+        self.keep = uniform >= self.p
+        self.scale = x.dtype.type(1 / (1 - self.p) if self.p < 1 else 0.0)
+        y = x * self.keep
+        y *= self.scale
+        return y
+
+    def backward(self, g):
+        dx = g * self.keep
+        dx *= self.scale
+        return dx
+
+
+# ----- validation and the public functions
+
+def _check_real(op, name, value, low, high, low_inclusive=True):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: argument '{name}' expected a real number, got {value!r}")
+    above_low = value >= low if low_inclusive else value > low
+    if not (above_low and value <= high):
+        bracket = "[" if low_inclusive else "("
+        raise ValueError(f"{op}: argument '{name}' expected a value in {bracket}{low}, {high}], got {value}")
+    return float(value)
+
+
+def _check_channel_vector(name, v, channels):
+    if v is None:
+        return
+    if not hasattr(array_of(v), "shape"):
+        raise TypeError(f"batch_norm: argument '{name}' expected an array or Tensor of shape ({channels},), "
+                        f"got {type(v).__name__}")
+    check_float("batch_norm", name, v)
+    shape = tuple(array_of(v).shape)
+    if shape != (channels,):
+        raise ValueError(f"batch_norm: argument '{name}' expected shape ({channels},) (one value per channel "
+                         f"of x), got {shape}")
+
+
+def _running_buffer(stat):
+    """The array behind a running statistic, updated in place (a Tensor's ``.data``)."""
+    return None if stat is None else array_of(stat)
+
+
+def batch_norm(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5):
+    """Batch normalisation per channel, as PyTorch (docs: "Batch normalisation").
+
+        y[n,c,h,w] = γ_c · (x[n,c,h,w] − μ_c) / sqrt(σ²_c + eps) + β_c
+
+    x: (N, C, H, W) or (N, C); running_mean, running_var, weight (γ), bias (β): (C,) or None.
+    Training: μ_c, σ²_c are the batch mean and biased variance over (N, H, W); the
+    running statistics, when given, are updated IN PLACE (arrays, or a Tensor's
+    ``.data``) with running = (1 − momentum)·running + momentum·batch, the variance
+    entering unbiased (·m/(m − 1), m = N·H·W). Evaluation: μ, σ² are the running
+    statistics (both required). γ = 1 and β = 0 when weight / bias are None.
+    """
+    op = "batch_norm"
+    check_float(op, "x", x)
+    shape = tuple(array_of(x).shape)
+    if len(shape) not in (2, 4):
+        raise ValueError(f"{op}: argument 'x' expected a 4-D tensor (N, C, H, W) or a 2-D tensor (N, C), "
+                         f"got shape {shape}")
+    if not isinstance(training, bool):
+        raise TypeError(f"{op}: argument 'training' expected a bool, got {training!r}")
+    momentum = _check_real(op, "momentum", momentum, 0.0, 1.0)
+    eps = _check_real(op, "eps", eps, 0.0, float("inf"), low_inclusive=False)
+    channels = shape[1]
+    for name, v in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        _check_channel_vector(name, v, channels)
+    x_dtype = array_of(x).dtype
+    for name, v in (("weight", weight), ("bias", bias)):
+        if v is not None and array_of(v).dtype != x_dtype:
+            raise TypeError(f"{op}: argument '{name}' expected dtype {x_dtype} (the dtype of x), "
+                            f"got {array_of(v).dtype}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError(f"{op}: evaluation mode (training=False) needs running_mean and running_var, got None")
+    # The running statistics are updated in place, outside the graph, so the device
+    # check that Function.__call__ does for its inputs is done for them here.
+    backend.get_array_module(array_of(x), *(array_of(v) for v in (running_mean, running_var) if v is not None))
+    if training and math.prod(shape) // max(channels, 1) <= 1:
+        raise ValueError(f"{op}: training needs more than 1 value per channel to estimate a variance, "
+                         f"got x of shape {shape}")
+
+    affine = [t for t in (weight, bias) if t is not None]
+    fn = BatchNorm(_running_buffer(running_mean), _running_buffer(running_var),
+                   training, momentum, eps, weight is not None, bias is not None)
+    return fn(x, *affine)
+
+
+def dropout(x, p, training):
+    """Inverted dropout (docs: "Dropout"): y = x · mask / (1 − p), mask ~ Bernoulli(1 − p).
+
+    Each element is zeroed with probability p and the survivors are scaled by
+    1/(1 − p), so E[y] = x and evaluation needs no rescaling. Identity when
+    ``training`` is False or p = 0 (x itself is returned); zeros when p = 1. The mask
+    is drawn from tinyseg.random, so ``ts.manual_seed(s)`` makes it repeatable. Any shape.
+    """
+    check_float("dropout", "x", x)
+    p = _check_real("dropout", "p", p, 0.0, 1.0)
+    if not isinstance(training, bool):
+        raise TypeError(f"dropout: argument 'training' expected a bool, got {training!r}")
+    if not training or p == 0.0:
+        return x if isinstance(x, Tensor) else Tensor(x)
+    return Dropout(p)(x)

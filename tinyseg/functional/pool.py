@@ -1,9 +1,223 @@
-"""Placeholder: being written."""
+"""Pooling: max_pool2d and avg_pool2d, each a forward with its backward right below it.
+
+Both reduce every k_h × k_w window of the padded input, one window every s pixels:
+
+    window (i, j) covers padded rows s_h·i + u and columns s_w·j + v, 0 <= u < k_h, 0 <= v < k_w
+    H' = ⌊(H + 2p_h − k_h) / s_h⌋ + 1,   W' likewise
+
+Element (u, v) of every window, taken over all windows at once, is one strided slice of
+the padded input, ``padded[:, :, u : u + s_h·(H'−1) + 1 : s_h, v : ... : s_w]``. So
+each op is a handful of whole-array operations on such slices, never a loop over pixels.
+Both reductions are separable (a 2-D window max is the max over rows of the max along
+each row; likewise for sums), so the forward reduces along W first, then along H:
+k_w + k_h slice operations instead of k_h·k_w.
+
+The definitions and the derivation of each backward are in
+docs/math/pooling_and_resizing.md, sections 1 (max pooling) and 2 (average pooling).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..tensor import Function, is_grad_enabled
+from ._checks import check_float, check_ndim, pair
 
 
-def avg_pool2d(*args, **kwargs):
-    raise NotImplementedError('avg_pool2d is being written')
+class _WindowGeometry:
+    """Kernel, stride, padding and output size of one pooling call, with the slices they imply."""
+
+    def __init__(self, input_shape, kernel, stride, padding):
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+        N, C, H, W = input_shape
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+        self.input_shape = tuple(input_shape)
+        self.padded_shape = (N, C, H + 2 * ph, W + 2 * pw)
+        self.out_size = ((H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1)
+        # Windows share pixels when the stride is shorter than the kernel; their
+        # gradients must then be added, not assigned, in the backward pass.
+        self.overlapping = sh < kh or sw < kw
+        # Kernel == stride with no padding and sizes divisible by it (U-Net's 2×2 pool):
+        # the windows tile the input exactly, so every input pixel is in one window.
+        self.tiles_input = (kernel == stride and padding == (0, 0)
+                            and self.out_size[0] * kh == H and self.out_size[1] * kw == W)
+
+    def rows(self, u):
+        """Slice of padded rows holding element row u of every window."""
+        return slice(u, u + self.stride[0] * (self.out_size[0] - 1) + 1, self.stride[0])
+
+    def columns(self, v):
+        """Slice of padded columns holding element column v of every window."""
+        return slice(v, v + self.stride[1] * (self.out_size[1] - 1) + 1, self.stride[1])
+
+    def rows_used(self):
+        """The padded rows that some window covers (stride > kernel skips the others)."""
+        return slice(0, self.stride[0] * (self.out_size[0] - 1) + self.kernel[0])
 
 
-def max_pool2d(*args, **kwargs):
-    raise NotImplementedError('max_pool2d is being written')
+def _pad(xp, x, padding, fill):
+    """x with ``padding`` rows/columns of ``fill`` on every side of H and W (x itself if none)."""
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    N, C, H, W = x.shape
+    padded = xp.full((N, C, H + 2 * ph, W + 2 * pw), fill, dtype=x.dtype)
+    padded[:, :, ph:ph + H, pw:pw + W] = x
+    return padded
+
+
+def _crop_padding(padded, padding):
+    ph, pw = padding
+    H, W = padded.shape[2] - 2 * ph, padded.shape[3] - 2 * pw
+    return padded[:, :, ph:ph + H, pw:pw + W]
+
+
+def _scatter_to_windows(xp, geometry: _WindowGeometry, grad, local_derivative):
+    """dx for a pooling op: dx_pad[s_h·i+u, s_w·j+v] += g[i, j] · ∂y[i, j]/∂x_pad[s_h·i+u, s_w·j+v].
+
+    ``local_derivative(u, v)`` is that derivative for window element (u, v) of every
+    window at once: an (N, C, H', W') array, or a scalar when it is the same for all.
+    One strided slice per (u, v); where windows do not overlap every pixel receives at
+    most one term, so it is written in place (no temporary) instead of added.
+    """
+    kh, kw = geometry.kernel
+    if geometry.tiles_input:
+        padded_grad = xp.empty(geometry.padded_shape, dtype=grad.dtype)   # every pixel gets written
+    else:
+        padded_grad = xp.zeros(geometry.padded_shape, dtype=grad.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            element = padded_grad[:, :, geometry.rows(u), geometry.columns(v)]
+            if geometry.overlapping:
+                element += grad * local_derivative(u, v)
+            else:
+                xp.multiply(grad, local_derivative(u, v), out=element)
+    return _crop_padding(padded_grad, geometry.padding)
+
+
+# ----- max pooling: y[n,c,i,j] = max_{u,v} x_pad[n,c, s_h·i+u, s_w·j+v]   (x_pad = −∞ outside x)
+
+class MaxPool2dFn(Function):
+    """Max pooling with −∞ padding; the gradient goes to one winner per window.
+
+    The winner is the first maximum of the window in row-major (u, v) order, as in
+    PyTorch; the forward stores its position u·k_w + v per window as a small unsigned
+    integer (uint8 for windows up to 16×16) instead of keeping the input.
+    """
+
+    def __init__(self, kernel, stride, padding):
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+
+    def forward(self, x):
+        xp = self.xp
+        geometry = self.geometry = _WindowGeometry(x.shape, self.kernel, self.stride, self.padding)
+        kh, kw = self.kernel
+        keep_winner = is_grad_enabled() and self.needs_grad[0]
+        index_type = np.min_scalar_type(kh * kw - 1).type
+        rows = _pad(xp, x, self.padding, -np.inf)[:, :, geometry.rows_used()]
+
+        # Stage 1, along W: the max of each padded row over the k_w columns of every
+        # window, and the first column v reaching it (strict '>' keeps the earliest on ties).
+        # Indices grow with v, so a new winner always has the larger index: the update
+        # is max(winner, [new max]·v), cheaper than a masked copy.
+        row_max = rows[:, :, :, geometry.columns(0)]
+        column_winner = xp.zeros(row_max.shape, dtype=index_type) if keep_winner else None
+        for v in range(1, kw):
+            candidate = rows[:, :, :, geometry.columns(v)]
+            if keep_winner:
+                column_winner = xp.maximum(column_winner, (candidate > row_max) * index_type(v))
+            row_max = xp.maximum(row_max, candidate)    # maximum propagates NaN, as PyTorch
+
+        # Stage 2, along H: the max over the k_h row maxima of every window. A later row
+        # wins only when strictly greater, so the winner is the first maximum in
+        # row-major order: the first row holding the window's max, at its first column.
+        # Row u's indices u·k_w + v exceed every index of rows above it, so the same
+        # max(winner, [new max]·index) update applies.
+        y = row_max[:, :, geometry.rows(0)]
+        if keep_winner:
+            self.winner = column_winner[:, :, geometry.rows(0)]
+        for u in range(1, kh):
+            candidate = row_max[:, :, geometry.rows(u)]
+            if keep_winner:
+                index_in_row_u = column_winner[:, :, geometry.rows(u)] + index_type(u * kw)
+                self.winner = xp.maximum(self.winner, (candidate > y) * index_in_row_u)
+            y = xp.maximum(y, candidate)
+        return y
+
+    def backward(self, grad):
+        # ∂y[i, j]/∂(element (u, v) of window (i, j)) = 1 if that element won the window, else 0.
+        kw = self.kernel[1]
+        return _scatter_to_windows(self.xp, self.geometry, grad, lambda u, v: self.winner == u * kw + v)
+
+
+# ----- average pooling: y[n,c,i,j] = 1/(k_h·k_w) Σ_{u,v} x_pad[n,c, s_h·i+u, s_w·j+v]   (x_pad = 0 outside x)
+
+class AvgPool2dFn(Function):
+    """Average pooling with zero padding counted in the divisor (always k_h·k_w, as PyTorch's default)."""
+
+    def __init__(self, kernel, stride, padding):
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+
+    def forward(self, x):
+        geometry = self.geometry = _WindowGeometry(x.shape, self.kernel, self.stride, self.padding)
+        kh, kw = self.kernel
+        rows = _pad(self.xp, x, self.padding, 0.0)[:, :, geometry.rows_used()]
+        row_sum = rows[:, :, :, geometry.columns(0)]
+        for v in range(1, kw):
+            row_sum = row_sum + rows[:, :, :, geometry.columns(v)]
+        window_sum = row_sum[:, :, geometry.rows(0)]
+        for u in range(1, kh):
+            window_sum = window_sum + row_sum[:, :, geometry.rows(u)]
+        return window_sum / x.dtype.type(kh * kw)
+
+    def backward(self, grad):
+        # ∂y[i, j]/∂(any element of window (i, j)) = 1/(k_h·k_w).
+        kh, kw = self.kernel
+        weight = grad.dtype.type(1.0 / (kh * kw))
+        return _scatter_to_windows(self.xp, self.geometry, grad, lambda u, v: weight)
+
+
+# ----- the public functions
+
+def _pool_arguments(op, x, kernel_size, stride, padding):
+    """Validated (kernel, stride, padding) pairs; errors name the op and the argument."""
+    check_ndim(op, "x", x, 4, "(N, C, H, W)")
+    check_float(op, "x", x)
+    kernel = pair(op, "kernel_size", kernel_size, minimum=1)
+    stride = kernel if stride is None else pair(op, "stride", stride, minimum=1)
+    padding = pair(op, "padding", padding, minimum=0)
+    if any(2 * p > k for p, k in zip(padding, kernel)):
+        # As PyTorch: a wider pad would allow windows lying entirely in the padding.
+        raise ValueError(f"{op}: argument 'padding' expected at most half the kernel size {kernel}, "
+                         f"got {padding}")
+    H, W = x.shape[2], x.shape[3]
+    padded_size = (H + 2 * padding[0], W + 2 * padding[1])
+    if kernel[0] > padded_size[0] or kernel[1] > padded_size[1]:
+        raise ValueError(f"{op}: argument 'kernel_size' {kernel} is larger than the padded input "
+                         f"{padded_size} (input {(H, W)}, padding {padding})")
+    return kernel, stride, padding
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """Max pooling: y[n,c,i,j] = max_{0≤u<k_h, 0≤v<k_w} x[n,c, s_h·i+u−p_h, s_w·j+v−p_w].
+
+    (N, C, H, W) -> (N, C, H', W'), H' = ⌊(H + 2p − k)/s⌋ + 1 per axis. ``kernel_size``,
+    ``stride`` (default: kernel_size) and ``padding`` are ints or (h, w) pairs; padding
+    counts as −∞ and may be at most half the kernel. Backward: the whole upstream
+    gradient of a window goes to its first maximum in row-major order (as PyTorch);
+    gradients of overlapping windows add up. A NaN in a window makes its output NaN.
+    Derivation: docs/math/pooling_and_resizing.md, section 1.
+    """
+    kernel, stride, padding = _pool_arguments("max_pool2d", x, kernel_size, stride, padding)
+    return MaxPool2dFn(kernel, stride, padding)(x)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    """Average pooling: y[n,c,i,j] = 1/(k_h·k_w) Σ_{u,v} x[n,c, s_h·i+u−p_h, s_w·j+v−p_w].
+
+    (N, C, H, W) -> (N, C, H', W'), H' = ⌊(H + 2p − k)/s⌋ + 1 per axis. Padding counts
+    as zeros that stay in the divisor (PyTorch's count_include_pad=True). Backward: each
+    element of a window receives g/(k_h·k_w); overlapping windows add up.
+    Derivation: docs/math/pooling_and_resizing.md, section 2.
+    """
+    kernel, stride, padding = _pool_arguments("avg_pool2d", x, kernel_size, stride, padding)
+    return AvgPool2dFn(kernel, stride, padding)(x)

@@ -1,5 +1,186 @@
-"""Placeholder: being written."""
+"""Upsampling by integer factors: nearest and bilinear, each a forward with its backward below it.
+
+Both are separable: resampling along each axis in turn. Nearest copies every input
+pixel into an s_h × s_w block (forward: ``repeat``; backward: the sum over each block,
+by s_h + s_w strided slice additions). Bilinear is a linear map per axis, written as a
+small interpolation matrix A (H' × H) with two non-zeros per row:
+
+    y = A_h · x · A_wᵀ   (for every image n, c),     dx = A_hᵀ · dy · A_w
+
+Forward and backward apply these small matrices: along W as one matrix product over
+all rows, along H by gathering the few input rows each output row reads (the non-zeros
+of A_h, or of A_hᵀ in the backward). The definitions (as PyTorch's
+``F.interpolate(x, scale_factor=s, mode=...)``) and the derivations are in
+docs/math/pooling_and_resizing.md, sections 3 (nearest) and 4 (bilinear).
+"""
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+
+import numpy as np
+
+from ..tensor import Function
+from ._checks import check_float, check_ndim
+
+MODES = ("nearest", "bilinear")
 
 
-def upsample(*args, **kwargs):
-    raise NotImplementedError('upsample is being written')
+# ----- nearest: y[n,c,i,j] = x[n,c, ⌊i/s_h⌋, ⌊j/s_w⌋]
+
+class UpsampleNearestFn(Function):
+    def __init__(self, scale):
+        self.scale = scale
+
+    def forward(self, x):
+        sh, sw = self.scale
+        # Columns first: the row repeat that follows then copies whole contiguous rows.
+        return x.repeat(sw, axis=3).repeat(sh, axis=2)
+
+    def backward(self, grad):
+        # Input pixel (a, b) was copied to output rows s_h·a + u and columns s_w·b + v,
+        # so its gradient is the sum of grad over that s_h × s_w block.
+        sh, sw = self.scale
+        summed_rows = grad[:, :, 0::sh]
+        for u in range(1, sh):
+            summed_rows = summed_rows + grad[:, :, u::sh]
+        block_sum = summed_rows[:, :, :, 0::sw]
+        for v in range(1, sw):
+            block_sum = block_sum + summed_rows[:, :, :, v::sw]
+        return block_sum
+
+
+# ----- bilinear: y = A_h · x · A_wᵀ
+
+@functools.lru_cache(maxsize=64)
+def _interpolation_matrix(in_size: int, scale: int, align_corners: bool, dtype: np.dtype) -> np.ndarray:
+    """A (in_size·scale × in_size) in ``dtype``: row i holds the weights output i gives the input.
+
+    Source coordinate of output i (PyTorch's convention for a given scale factor):
+        align_corners=True:  src = i · (H − 1)/(H' − 1)            (0 when H' = 1)
+        align_corners=False: src = max((1/s) · (i + 0.5) − 0.5, 0)
+    then i0 = ⌊src⌋, i1 = min(i0 + 1, H − 1), λ = src − i0, and
+        A[i, i0] += 1 − λ,  A[i, i1] += λ
+    (both land on the same column at the last pixel, where i1 = i0). As PyTorch, the
+    ratio and src are rounded to ``dtype``: in float32 that shifts λ by up to ~1e-6 for
+    large i, and doing the same keeps the results PyTorch's.
+    """
+    real = np.dtype(dtype).type
+    out_size = in_size * scale
+    out_index = np.arange(out_size, dtype=np.float64)
+    if align_corners:
+        ratio = real(in_size - 1) / real(out_size - 1) if out_size > 1 else real(0)
+        source = (np.float64(ratio) * out_index).astype(real)
+    else:
+        # Computed in float64 and rounded once, as the fused multiply-add of PyTorch's
+        # compiled kernel does: exactly its float32 coordinates.
+        ratio = real(1.0 / scale)
+        source = np.maximum(np.float64(ratio) * (out_index + 0.5) - 0.5, 0.0).astype(real)
+    low = np.minimum(np.floor(source).astype(np.int64), in_size - 1)
+    high = np.minimum(low + 1, in_size - 1)
+    weight_high = np.clip(source - low.astype(real), real(0), real(1))
+    matrix = np.zeros((out_size, in_size), dtype=real)
+    rows = np.arange(out_size)
+    matrix[rows, low] = real(1) - weight_high
+    matrix[rows, high] += weight_high
+    matrix.setflags(write=False)     # shared through the cache
+    return matrix
+
+
+@functools.lru_cache(maxsize=64)
+def _gather_table(in_size: int, scale: int, align_corners: bool, dtype: np.dtype, transposed: bool):
+    """The non-zeros of each row of A (or of Aᵀ): (columns, weights), both (rows, K).
+
+    Row r of the matrix times a vector v is Σ_k weights[r, k] · v[columns[r, k]]: K
+    gathers instead of a dense row. K is the most non-zeros in a row (2 for A; about
+    2s for Aᵀ, whose row a lists the outputs that read input a). Shorter rows are padded
+    with weight 0 on a column the row really uses, so no gather reads an unrelated pixel.
+    """
+    matrix = _interpolation_matrix(in_size, scale, align_corners, dtype)
+    if transposed:
+        matrix = matrix.T
+    nonzero = matrix != 0
+    width = max(1, int(nonzero.sum(axis=1).max()))
+    columns = np.argsort(~nonzero, axis=1, kind="stable")[:, :width]     # non-zero columns first
+    weights = np.take_along_axis(matrix, columns, axis=1)
+    columns = np.where(weights != 0, columns, columns[:, :1])
+    return columns, weights
+
+
+def _apply_along_rows(xp, table, images):
+    """A · images[n, c] for every n, c, with A given by its gather table: (N,C,H,W) -> (N,C,rows,W)."""
+    columns, weights = (xp.asarray(a) for a in table)
+    out = xp.take(images, columns[:, 0], axis=2) * weights[:, 0, None]
+    for k in range(1, columns.shape[1]):
+        out += xp.take(images, columns[:, k], axis=2) * weights[:, k, None]
+    return out
+
+
+class UpsampleBilinearFn(Function):
+    """y = A_h · x · A_wᵀ per image: along H by row gathers (2 per output row, the
+    non-zeros of A_h), along W by one matrix product over all N·C·H' rows at once
+    (for widths up to a few hundred, BLAS beats gathering single elements)."""
+
+    def __init__(self, scale, align_corners):
+        self.scale, self.align_corners = scale, align_corners
+
+    def forward(self, x):
+        N, C, H, W = self.input_shape = x.shape
+        sh, sw = self.scale
+        self.A_w = self.xp.asarray(_interpolation_matrix(W, sw, self.align_corners, x.dtype))
+        # Along H first: it works on W columns, not s_w·W.
+        along_h = _apply_along_rows(self.xp, _gather_table(H, sh, self.align_corners, x.dtype, False), x)
+        return (along_h.reshape(N * C * H * sh, W) @ self.A_w.T).reshape(N, C, H * sh, W * sw)
+
+    def backward(self, grad):
+        # The transpose of each linear map, in reverse order: dx = A_hᵀ · (dy · A_w).
+        N, C, H, W = self.input_shape
+        sh = self.scale[0]
+        grad_along_w = (grad.reshape(N * C * H * sh, -1) @ self.A_w).reshape(N, C, H * sh, W)
+        return _apply_along_rows(self.xp, _gather_table(H, sh, self.align_corners, grad.dtype, True),
+                                 grad_along_w)
+
+
+# ----- the public function
+
+def _integer_scale(scale_factor) -> tuple[int, int]:
+    """scale_factor (an int or an (s_h, s_w) pair; integral floats allowed) as a pair of ints >= 1."""
+    values = tuple(scale_factor) if isinstance(scale_factor, (tuple, list)) else (scale_factor, scale_factor)
+    if len(values) != 2 or not all(isinstance(s, numbers.Real) and not isinstance(s, bool) for s in values):
+        raise TypeError(f"upsample: argument 'scale_factor' expected an int or a pair of ints, "
+                        f"got {scale_factor!r}")
+    if not all(math.isfinite(s) and float(s).is_integer() for s in values):
+        raise ValueError(f"upsample: argument 'scale_factor' must be an integer or a pair of integers "
+                         f"(only integer scale factors are supported), got {scale_factor!r}")
+    scale = (int(values[0]), int(values[1]))
+    if min(scale) < 1:
+        raise ValueError(f"upsample: argument 'scale_factor' expected integers >= 1, got {scale_factor!r}")
+    return scale
+
+
+def upsample(x, scale_factor=2, mode="nearest", align_corners=False):
+    """Upsample by integer factors: (N, C, H, W) -> (N, C, s_h·H, s_w·W), as PyTorch's F.interpolate.
+
+    nearest:  y[n,c,i,j] = x[n,c, ⌊i/s_h⌋, ⌊j/s_w⌋]
+    bilinear: y[n,c] = A_h · x[n,c] · A_wᵀ, where row i of A_h blends input rows i0 and
+              i1 = min(i0 + 1, H − 1) with weights 1 − λ and λ, from the source row
+              src = i·(H−1)/(H'−1) (align_corners=True) or max((i+0.5)/s − 0.5, 0) (False),
+              i0 = ⌊src⌋, λ = src − i0; A_w likewise.
+    ``scale_factor``: an int or an (s_h, s_w) pair of ints. ``align_corners`` is only
+    meaningful for bilinear (True with nearest is an error, as in PyTorch).
+    Derivations: docs/math/pooling_and_resizing.md, sections 3 and 4.
+    """
+    check_ndim("upsample", "x", x, 4, "(N, C, H, W)")
+    check_float("upsample", "x", x)
+    scale = _integer_scale(scale_factor)
+    if mode not in MODES:
+        raise ValueError(f"upsample: argument 'mode' expected one of {MODES}, got {mode!r}")
+    if not isinstance(align_corners, (bool, np.bool_)):
+        raise TypeError(f"upsample: argument 'align_corners' expected a bool, got {align_corners!r}")
+    if mode == "nearest":
+        if align_corners:
+            raise ValueError("upsample: argument 'align_corners' can only be True with mode='bilinear' "
+                             "(as PyTorch), got mode='nearest'")
+        return UpsampleNearestFn(scale)(x)
+    return UpsampleBilinearFn(scale, bool(align_corners))(x)

@@ -1,0 +1,329 @@
+"""Benchmarks: the reference U-Net in tinyseg against the same network in PyTorch (CPU).
+
+The reference U-Net (the CPU-speed issue): 1 input and 1 output channel, depth 4, base
+channels B doubling per level, two 3×3 convs (padding 1) + ReLU per block, 2×2 max-pool,
+nearest 2× upsample + 3×3 conv (+ ReLU) halving the channels, skip concat, 1×1 head;
+loss BCE-with-logits + soft Dice; Adam lr 1e-3; float32.
+
+How it is measured, so that neither side is favoured:
+* both models get the same weights, and before timing the benchmark checks that they
+  compute the same loss and the same gradients;
+* every measurement runs in a fresh process (``python -m tinyseg.bench worker ...``),
+  alternating tinyseg / PyTorch, so thread pools, allocator state and machine drift
+  do not bias one side; each process warms up, then times several steps;
+* both sides use the same number of threads; peak memory is each process's peak RSS.
+Results: median and spread (min–max) of the per-process medians, the time ratio
+tinyseg / PyTorch, GFLOP/s (convolution FLOPs only), and peak RSS.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+CONFIGS = {
+    "B16-b4-128": dict(base=16, batch=4, size=128),
+    "B32-b2-256": dict(base=32, batch=2, size=256),
+    "B64-b1-256": dict(base=64, batch=1, size=256),
+}
+DEPTH = 4
+
+
+# ----------------------------------------------------------------------------- tinyseg side
+
+def tinyseg_model(base, seed=0):
+    import tinyseg as ts
+    ts.manual_seed(seed)
+    return ts.models.UNet(1, 1, base_channels=base, depth=DEPTH, padding="same", upsample="nearest")
+
+
+def tinyseg_data(batch, size, seed=1):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 1, size, size)).astype(np.float32)
+    yy, xx = np.mgrid[:size, :size]
+    mask = (((yy - size / 2) ** 2 + (xx - size / 3) ** 2) < (size / 4) ** 2).astype(np.int64)
+    return x, np.broadcast_to(mask, (batch, size, size)).copy()
+
+
+def tinyseg_loss(model, x, y):
+    import tinyseg as ts
+    from tinyseg.train import segmentation_loss
+    logits = model(ts.Tensor(x))
+    return segmentation_loss(logits, y, "ce+dice")
+
+
+# ----------------------------------------------------------------------------- PyTorch side
+
+def torch_model_like(ts_model):
+    """The same U-Net in PyTorch, with tinyseg's weights copied in (parameters in the same order)."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+            self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+
+        def forward(self, x):
+            return torch.relu(self.conv2(torch.relu(self.conv1(x))))
+
+    class Up(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+
+        def forward(self, x):
+            return torch.relu(self.conv(nn.functional.interpolate(x, scale_factor=2, mode="nearest")))
+
+    class TorchUNet(nn.Module):
+        def __init__(self, base):
+            super().__init__()
+            ch = [base * 2 ** i for i in range(DEPTH + 1)]
+            self.encoder = nn.ModuleList([Block(1 if i == 0 else ch[i - 1], ch[i]) for i in range(DEPTH + 1)])
+            self.ups = nn.ModuleList([Up(ch[i + 1], ch[i]) for i in reversed(range(DEPTH))])
+            self.decoder = nn.ModuleList([Block(2 * ch[i], ch[i]) for i in reversed(range(DEPTH))])
+            self.head = nn.Conv2d(ch[0], 1, 1)
+
+        def forward(self, x):
+            skips = []
+            for i, block in enumerate(self.encoder):
+                if i > 0:
+                    x = nn.functional.max_pool2d(x, 2)
+                x = block(x)
+                skips.append(x)
+            skips.pop()
+            for up, block in zip(self.ups, self.decoder):
+                x = block(torch.cat([skips.pop(), up(x)], dim=1))
+            return self.head(x)
+
+    model = TorchUNet(ts_model.config["base_channels"])
+    ours = dict(ts_model.named_parameters())
+    theirs = dict(model.named_parameters())
+    if set(ours) != set(theirs):
+        raise RuntimeError(f"parameter names differ: {sorted(set(ours) ^ set(theirs))}")
+    with torch.no_grad():
+        for name, p in theirs.items():
+            p.copy_(torch.from_numpy(np.ascontiguousarray(ours[name].numpy())))
+    return model
+
+
+def torch_loss(model, x, y):
+    import torch
+    logits = model(torch.from_numpy(x))
+    target = torch.from_numpy(y).float()[:, None]
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    p = torch.sigmoid(logits)
+    dice = (2 * (p * target).sum() + 1.0) / (p.sum() + target.sum() + 1.0)
+    return bce + (1 - dice)
+
+
+def check_same_results(base=8, batch=2, size=64) -> dict:
+    """Loss and every parameter gradient of both implementations, compared (float32)."""
+    import torch
+    model = tinyseg_model(base)
+    tmodel = torch_model_like(model)
+    x, y = tinyseg_data(batch, size)
+    loss = tinyseg_loss(model, x, y)
+    loss.backward()
+    tloss = torch_loss(tmodel, x, y)
+    tloss.backward()
+    worst = 0.0
+    tparams = dict(tmodel.named_parameters())
+    for name, p in model.named_parameters():
+        g, tg = p.grad, tparams[name].grad.numpy()
+        worst = max(worst, float(np.abs(g - tg).max() / (np.abs(tg).max() + 1e-12)))
+    return {"loss_tinyseg": float(loss.item()), "loss_torch": float(tloss.item()),
+            "loss_rel_diff": abs(float(loss.item()) - float(tloss.item())) / abs(float(tloss.item())),
+            "grad_max_rel_diff": worst}
+
+
+# ----------------------------------------------------------------------------- one measurement
+
+def conv_flops(base, batch, size) -> float:
+    """Multiply-adds ×2 of every convolution in one forward pass of the reference U-Net."""
+    ch = [base * 2 ** i for i in range(DEPTH + 1)]
+    flops, s = 0.0, size
+    for i in range(DEPTH + 1):
+        cin = 1 if i == 0 else ch[i - 1]
+        flops += 2 * 9 * (cin * ch[i] + ch[i] * ch[i]) * s * s
+        if i < DEPTH:
+            s //= 2
+    for i in reversed(range(DEPTH)):
+        s *= 2
+        flops += 2 * 9 * ch[i + 1] * ch[i] * s * s                  # up conv
+        flops += 2 * 9 * (2 * ch[i] * ch[i] + ch[i] * ch[i]) * s * s  # block
+    flops += 2 * ch[0] * s * s
+    return flops * batch
+
+
+def worker(framework, mode, base, batch, size, steps, warmup) -> dict:
+    x, y = tinyseg_data(batch, size)
+    times = []
+    if framework == "tinyseg":
+        import tinyseg as ts
+        model = tinyseg_model(base)
+        if mode == "train":
+            opt = ts.optim.Adam(model.parameters(), lr=1e-3)
+
+            def step():
+                loss = tinyseg_loss(model, x, y)
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+        else:
+            model.eval()
+            x1 = ts.Tensor(x[:1])
+
+            def step():
+                with ts.no_grad():
+                    model(x1)
+    else:
+        import torch
+        torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+        model = torch_model_like(tinyseg_model(base))
+        if mode == "train":
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+            def step():
+                loss = torch_loss(model, x, y)
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+        else:
+            model.eval()
+            x1 = torch.from_numpy(x[:1])
+
+            def step():
+                with torch.no_grad():
+                    model(x1)
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        step()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return {"framework": framework, "mode": mode, "times": times,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _spawn(framework, mode, cfg, steps, warmup, threads) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads), BENCH_THREADS=str(threads))
+    cmd = [sys.executable, "-m", "tinyseg.bench", "worker", framework, mode, str(cfg["base"]), str(cfg["batch"]),
+           str(cfg["size"]), str(steps), str(warmup)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed: {' '.join(cmd)}\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def run(configs=None, repeats=3, steps=5, warmup=2, threads=2, out_dir="bench_out", log=print) -> list[dict]:
+    """Alternate tinyseg / PyTorch worker processes for each config and mode; write table, JSON, chart."""
+    configs = configs or list(CONFIGS)
+    frameworks = ["tinyseg"] + (["torch"] if torch_available() else [])
+    if len(frameworks) == 1:
+        log("PyTorch is not installed: timing tinyseg alone (pip install torch for the comparison)")
+    else:
+        check = check_same_results()
+        log(f"same network check (B8, batch 2, 64²): loss {check['loss_tinyseg']:.6f} vs {check['loss_torch']:.6f}, "
+            f"max relative gradient difference {check['grad_max_rel_diff']:.2e}")
+    rows = []
+    for name in configs:
+        cfg = CONFIGS[name]
+        for mode in ("train", "infer"):
+            medians = {f: [] for f in frameworks}
+            peaks = {f: [] for f in frameworks}
+            for r in range(repeats):
+                order = frameworks if r % 2 == 0 else frameworks[::-1]
+                for f in order:
+                    result = _spawn(f, mode, cfg, steps, warmup, threads)
+                    medians[f].append(statistics.median(result["times"]))
+                    peaks[f].append(result["peak_rss_mb"])
+            flops = conv_flops(cfg["base"], cfg["batch"] if mode == "train" else 1, cfg["size"])
+            flops *= 3 if mode == "train" else 1          # backward ≈ 2× forward (dX and dW)
+            row = {"config": name, "mode": mode, **cfg}
+            for f in frameworks:
+                med = statistics.median(medians[f])
+                row[f"{f}_ms"] = 1000 * med
+                row[f"{f}_spread_ms"] = [1000 * min(medians[f]), 1000 * max(medians[f])]
+                row[f"{f}_gflops"] = flops / med / 1e9
+                row[f"{f}_peak_rss_mb"] = max(peaks[f])
+            if "torch" in frameworks:
+                row["time_ratio"] = row["tinyseg_ms"] / row["torch_ms"]
+                row["memory_ratio"] = row["tinyseg_peak_rss_mb"] / row["torch_peak_rss_mb"]
+            rows.append(row)
+            log(_format_row(row))
+    write_reports(rows, out_dir, threads)
+    return rows
+
+
+def _format_row(row) -> str:
+    text = f"{row['config']:<12} {row['mode']:<6} tinyseg {row['tinyseg_ms']:8.1f} ms"
+    if "torch_ms" in row:
+        text += (f"  torch {row['torch_ms']:8.1f} ms  ratio {row['time_ratio']:.2f}  "
+                 f"memory {row['tinyseg_peak_rss_mb']:.0f}/{row['torch_peak_rss_mb']:.0f} MB")
+    return text
+
+
+def markdown_table(rows) -> str:
+    has_torch = any("torch_ms" in r for r in rows)
+    head = "| config | mode | tinyseg ms (min–max) | GFLOP/s | peak RSS MB |"
+    if has_torch:
+        head += " PyTorch ms (min–max) | GFLOP/s | peak RSS MB | time ratio | memory ratio |"
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    for r in rows:
+        s = r["tinyseg_spread_ms"]
+        line = (f"| {r['config']} | {r['mode']} | {r['tinyseg_ms']:.1f} ({s[0]:.1f}–{s[1]:.1f}) | "
+                f"{r['tinyseg_gflops']:.1f} | {r['tinyseg_peak_rss_mb']:.0f} |")
+        if "torch_ms" in r:
+            t = r["torch_spread_ms"]
+            line += (f" {r['torch_ms']:.1f} ({t[0]:.1f}–{t[1]:.1f}) | {r['torch_gflops']:.1f} | "
+                     f"{r['torch_peak_rss_mb']:.0f} | {r['time_ratio']:.2f} | {r['memory_ratio']:.2f} |")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def write_reports(rows, out_dir, threads):
+    os.makedirs(out_dir, exist_ok=True)
+    meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "threads": threads,
+            "python": platform.python_version(), "numpy": np.__version__}
+    with open(os.path.join(out_dir, "bench.json"), "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    with open(os.path.join(out_dir, "bench.md"), "w") as f:
+        f.write(markdown_table(rows) + "\n")
+    from .viz import plot_benchmark
+    plot_benchmark([{"name": f"{r['config']} {r['mode']}", "config": r["config"], "tinyseg_ms": r["tinyseg_ms"],
+                     "torch_ms": r.get("torch_ms")} for r in rows], os.path.join(out_dir, "bench.png"))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tinyseg.bench")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("worker")
+    for name in ("framework", "mode"):
+        w.add_argument(name)
+    for name in ("base", "batch", "size", "steps", "warmup"):
+        w.add_argument(name, type=int)
+    args = parser.parse_args(argv)
+    result = worker(args.framework, args.mode, args.base, args.batch, args.size, args.steps, args.warmup)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
