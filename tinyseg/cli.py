@@ -1,16 +1,238 @@
 """The ``tinyseg`` command: train, evaluate, predict, check-data, gradcheck, bench.
 
 Bad arguments and bad data end with a one-line message on stderr and exit status 2,
-never a traceback.
+never a traceback (set TINYSEG_DEBUG=1 to see the traceback).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import time
+from pathlib import Path
+
+import numpy as np
 
 
 class UsageError(Exception):
     """A problem with what the user asked for: reported in one line, exit status 2."""
+
+
+# ----------------------------------------------------------------------------- data
+
+def _dataset(path, foreground, skip_bad, num_classes=None):
+    from .data import FolderDataset
+    if not Path(path).is_dir():
+        raise UsageError(f"--data {path}: no such folder (expected DIR/images + DIR/masks, or an nnU-Net "
+                         f"folder with imagesTr/ + labelsTr/)")
+    return FolderDataset(path, foreground=foreground, skip_bad=skip_bad, num_classes=num_classes)
+
+
+def _normalise(image):
+    from .data.transforms import zscore
+    return zscore(image)
+
+
+def build_data(args):
+    """(train set, validation set, description) from the command-line arguments."""
+    from .data import SyntheticPhantoms, split
+    if args.data is None:
+        mode = "binary" if (args.classes or 2) == 2 else "multiclass"
+        if args.classes not in (None, 2, 3):
+            raise UsageError(f"--classes {args.classes}: the synthetic phantoms have 2 (lesion) or 3 "
+                             f"(background, organ, lesion) classes")
+        data = SyntheticPhantoms(n=args.synthetic_count, size=args.image_size or 128, mode=mode, seed=args.seed)
+        description = f"synthetic phantoms ({mode}, {len(data)} images of {args.image_size or 128}²)"
+    else:
+        data = _dataset(args.data, args.foreground, args.skip_bad, args.classes)
+        description = f"{args.data} ({len(data)} images, {data.mask_encoding})"
+    if args.val_data is not None:
+        val = _dataset(args.val_data, args.foreground, args.skip_bad, args.classes)
+        return data, val, description + f"; validation: {args.val_data} ({len(val)} images)"
+    if not 0 < args.val_split < 1:
+        raise UsageError(f"--val-split {args.val_split}: expected a fraction between 0 and 1")
+    train, val = split(data, args.val_split, seed=args.seed, mode=args.split_mode)
+    return train, val, description + f"; {args.split_mode} split {len(train)}/{len(val)}"
+
+
+def _image_size(args, dataset, depth):
+    if args.image_size is not None:
+        size = args.image_size
+    else:
+        first = dataset[0][0]
+        size = min(256, min(first.shape[1:]))
+        size -= size % 2 ** depth
+    if size < 2 ** depth or size % 2 ** depth:
+        raise UsageError(f"--image-size {size}: must be a positive multiple of 2^depth = {2 ** depth} "
+                         f"(e.g. {max(2 ** depth, size - size % 2 ** depth)} or {size - size % 2 ** depth + 2 ** depth})")
+    return size
+
+
+# ----------------------------------------------------------------------------- train
+
+def _train(args) -> int:
+    import tinyseg as ts
+    from .data import DataLoader, transforms as T
+    from .train import Trainer, TrainConfig
+
+    ts.manual_seed(args.seed)
+    train_set, val_set, description = build_data(args)
+    num_classes = args.classes or train_set.num_classes
+    in_channels = train_set[0][0].shape[0]
+    size = _image_size(args, train_set, args.depth)
+
+    train_tf = [T.ZScore(), T.RandomCrop(size)]
+    if args.augment:
+        train_tf.append(T.default_augmentation())
+    train_loader = DataLoader(train_set, args.batch_size, shuffle=True, seed=args.seed, transform=T.Compose(train_tf))
+    val_loader = DataLoader(val_set, args.batch_size, shuffle=False, transform=T.Compose([T.ZScore(),
+                                                                                      T.CenterCropOrPad(size)]))
+    model = ts.models.UNet(in_channels=in_channels, out_channels=1 if num_classes == 2 else num_classes,
+                           base_channels=args.base_channels, depth=args.depth, padding="same",
+                           upsample=args.upsample, norm=args.norm, dropout=args.dropout)
+    if args.device == "cuda":
+        model.to("cuda")
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                         loss=args.loss, border_weights=args.border_weights, early_stopping=args.early_stopping,
+                         seed=args.seed, progress=not args.no_progress,
+                         extra={"data": description, "image_size": size, "num_classes": num_classes,
+                                "normalise": "zscore", "foreground": args.foreground})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(model, train_loader, val_loader, config, out_dir=str(out))
+    if args.resume:
+        state = trainer.resume(args.resume)
+        print(f"resumed from {args.resume} at epoch {state['epoch']}")
+    with open(out / "config.json", "w") as f:
+        json.dump({"command": "train", "arguments": vars(args) | {"handler": None}, "model": model.config,
+                   "train": config.__dict__}, f, indent=2, default=str)
+    print(f"data:  {description}")
+    print(f"model: U-Net, {model.num_parameters():,} parameters, depth {args.depth}, base {args.base_channels}, "
+          f"input {in_channels}×{size}×{size}, {num_classes} classes, device {args.device}")
+    start = time.perf_counter()
+    history = trainer.fit()
+    elapsed = time.perf_counter() - start
+
+    from .viz import overlay, plot_curves
+    plot_curves(trainer.history, out / "curves.png")
+    best_model, _ = ts.models.from_checkpoint(out / "best.npz") if (out / "best.npz").exists() else (model, None)
+    result = _validation_report(best_model, val_loader, num_classes, out, overlays=4, overlay_fn=overlay)
+    best = max(history, key=lambda row: row.get("val_dice", -1)) if history else {}
+    print(f"\ntrained {len(history)} epochs in {elapsed:.0f} s; best validation Dice {best.get('val_dice', float('nan')):.4f} "
+          f"at epoch {best.get('epoch')}; run folder {out}")
+    from .metrics import format_table
+    print(format_table(result))
+    return 0
+
+
+def _validation_report(model, val_loader, num_classes, out, overlays, overlay_fn):
+    """Full metrics of ``model`` on the validation crops, and overlay PNGs of the first few."""
+    from .inference import predict
+    from .metrics import evaluate
+    preds, targets, images = [], [], []
+    for batch_images, batch_masks in val_loader:
+        for image, mask in zip(batch_images, batch_masks):
+            preds.append(predict(model, image).mask)
+            targets.append(mask)
+            images.append(image)
+    for i in range(min(overlays, len(images))):
+        overlay_fn(images[i][0], targets[i], preds[i], path=out / f"overlay_{i}.png", title=f"validation case {i}")
+    return evaluate(preds, targets, num_classes=num_classes)
+
+
+# ----------------------------------------------------------------------------- evaluate / predict
+
+def _load_model(path):
+    import tinyseg as ts
+    if not Path(path).is_file():
+        raise UsageError(f"--checkpoint {path}: no such file")
+    model, state = ts.models.from_checkpoint(path)
+    return model, state.get("config", {}).get("extra", {})
+
+
+def _tile_for(model, extra, shape):
+    """Whole-image prediction up to 2× the training size, overlap-tile beyond."""
+    train_size = extra.get("image_size") or 256
+    if max(shape) <= 2 * train_size:
+        return None
+    return train_size
+
+
+def _evaluate(args) -> int:
+    from .inference import predict
+    from .metrics import evaluate, format_table
+    model, extra = _load_model(args.checkpoint)
+    foreground = args.foreground if args.foreground is not None else extra.get("foreground")
+    num_classes = extra.get("num_classes") or max(2, model.out_channels)
+    data = _dataset(args.data, foreground, args.skip_bad, num_classes)
+    preds, targets, spacings = [], [], []
+    for i in range(len(data)):
+        image, mask = data[i]
+        preds.append(predict(model, _normalise(image), tile=_tile_for(model, extra, image.shape[1:])).mask)
+        targets.append(mask)
+        spacings.append(data.spacing(i))
+    spacing = spacings[0] if spacings and all(s == spacings[0] for s in spacings) else None
+    result = evaluate(preds, targets, num_classes=num_classes, spacing=spacing)
+    print(format_table(result))
+    out = Path(args.out or ".")
+    out.mkdir(parents=True, exist_ok=True)
+    report = {**result["mean"], "per_image": [{"id": data.ids[i], **{k: v for k, v in img.items()
+                                                                     if k != "per_class"}}
+                                              for i, img in enumerate(result["per_image"])],
+              "pooled": result["pooled"], "empty": result["empty"], "checkpoint": str(args.checkpoint),
+              "data": str(args.data), "units": "mm" if spacing else "pixels"}
+    with open(out / "metrics.json", "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"wrote {out / 'metrics.json'}")
+    return 0
+
+
+def _inputs(paths):
+    from .data.io import is_image_file
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if is_image_file(f))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise UsageError(f"{p}: no such file or folder")
+    if not files:
+        raise UsageError(f"no image files found in {' '.join(paths)}")
+    return files
+
+
+def _predict(args) -> int:
+    from .data.io import read_image, split_extension
+    from .inference import predict
+    from .viz import overlay_png, save_mask_png
+    model, extra = _load_model(args.checkpoint)
+    num_classes = extra.get("num_classes") or max(2, model.out_channels)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in _inputs(args.inputs):
+        image, _ = read_image(path)
+        slices = image if image.ndim == 4 else image[None]
+        stem = split_extension(path)[0]
+        for s, img in enumerate(slices):
+            name = stem if len(slices) == 1 else f"{stem}_slice{s:03d}"
+            result = predict(model, _normalise(img), tile=_tile_for(model, extra, img.shape[1:]), tta=args.tta)
+            save_mask_png(result.mask, out / f"{name}_mask.png", num_classes=num_classes)
+            overlay_png(img[0], result.mask, out / f"{name}_overlay.png")
+            print(f"{path}: {name}_mask.png, {name}_overlay.png (foreground {100 * (result.mask > 0).mean():.1f}%)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- other commands
+
+def _check_data(args) -> int:
+    from .data import check_data
+    if not Path(args.data).is_dir():
+        raise UsageError(f"{args.data}: no such folder")
+    report = check_data(args.data, foreground=args.foreground, num_classes=args.classes)
+    print(report.format())
+    return 0
 
 
 def _gradcheck(args) -> int:
@@ -18,22 +240,97 @@ def _gradcheck(args) -> int:
     return 0 if run() else 1
 
 
+def _bench(args) -> int:
+    from . import bench
+    bench.run(configs=args.configs, repeats=args.repeats, steps=args.steps, threads=args.threads, out_dir=args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinyseg", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
+    def foreground(p):
+        p.add_argument("--foreground", type=int, default=None,
+                       help="mask value that is foreground in a binary task (e.g. 0 for ISBI membrane masks)")
+        p.add_argument("--skip-bad", action="store_true", help="warn about and skip unreadable or bad pairs")
+
+    p = commands.add_parser("train", help="train a U-Net (synthetic phantoms unless --data is given)")
+    p.add_argument("--data", help="dataset folder: DIR/images + DIR/masks, or nnU-Net imagesTr/labelsTr")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--image-size", type=int, default=None, help="training crop size (multiple of 2^depth)")
+    p.add_argument("--base-channels", type=int, default=16)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--classes", type=int, default=None, help="number of classes incl. background (default: from data)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    val = p.add_mutually_exclusive_group()
+    val.add_argument("--val-split", type=float, default=0.2, help="fraction of the data held out for validation")
+    val.add_argument("--val-data", help="a separate validation folder")
+    p.add_argument("--split-mode", choices=["random", "contiguous"], default="random",
+                   help="contiguous: the last block (slices of one volume)")
+    foreground(p)
+    p.add_argument("--out", default="runs/train", help="run folder")
+    p.add_argument("--resume", help="checkpoint (last.npz) to continue from")
+    p.add_argument("--loss", choices=["ce", "bce", "dice", "ce+dice", "bce+dice"], default="ce+dice")
+    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
+    p.add_argument("--upsample", choices=["nearest", "bilinear", "transpose"], default="nearest")
+    p.add_argument("--norm", choices=["batch"], default=None)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--border-weights", action="store_true", help="U-Net paper's border weight map on the CE term")
+    p.add_argument("--early-stopping", type=int, default=0, help="patience in epochs (0: off)")
+    p.add_argument("--no-augment", dest="augment", action="store_false")
+    p.add_argument("--synthetic-count", type=int, default=160, help="number of synthetic phantoms")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_train)
+
+    p = commands.add_parser("evaluate", help="metrics of a checkpoint on a dataset, at each image's resolution")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", default=None, help="folder for metrics.json (default: current folder)")
+    foreground(p)
+    p.set_defaults(handler=_evaluate)
+
+    p = commands.add_parser("predict", help="mask and overlay PNGs for images of any size")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("--out", required=True)
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.set_defaults(handler=_predict)
+
+    p = commands.add_parser("check-data", help="report what training would see in a dataset folder")
+    p.add_argument("data", metavar="DIR")
+    p.add_argument("--foreground", type=int, default=None)
+    p.add_argument("--classes", type=int, default=None)
+    p.set_defaults(handler=_check_data)
+
     p = commands.add_parser("gradcheck", help="check every op's backward against finite differences")
     p.set_defaults(handler=_gradcheck)
+
+    p = commands.add_parser("bench", help="time the reference U-Net against PyTorch (when installed)")
+    p.add_argument("--configs", nargs="+", default=None, help="B16-b4-128 B32-b2-256 B64-b1-256")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="bench_out")
+    p.set_defaults(handler=_bench)
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .data.io import DataError
+    from .train import TrainingDiverged
     try:
         return args.handler(args)
-    except (UsageError, FileNotFoundError, ValueError, TypeError) as exc:
-        print(f"tinyseg {args.command}: error: {exc}", file=sys.stderr)
+    except (UsageError, DataError, TrainingDiverged, FileNotFoundError, ValueError, ImportError) as exc:
+        if os.environ.get("TINYSEG_DEBUG"):
+            raise
+        message = " ".join(str(exc).split())
+        print(f"tinyseg {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tinyseg {args.command}: interrupted", file=sys.stderr)

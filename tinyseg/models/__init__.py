@@ -1,4 +1,19 @@
 """Models built from tinyseg.nn layers."""
 from .unet import UNet, unet_seed
 
-__all__ = ["UNet", "unet_seed"]
+
+def from_checkpoint(path):
+    """(model, checkpoint) from a training checkpoint: the U-Net rebuilt from its stored
+    configuration, with the stored weights loaded, in eval mode."""
+    from ..serialization import load
+    state = load(path)
+    if "model" not in state or "model_config" not in state:
+        raise ValueError(f"{path}: not a tinyseg training checkpoint (expected 'model' and 'model_config' entries, "
+                         f"found {sorted(state)})")
+    model = UNet(**state["model_config"])
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, state
+
+
+__all__ = ["UNet", "unet_seed", "from_checkpoint"]

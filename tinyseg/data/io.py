@@ -1,0 +1,309 @@
+"""Reading images and masks from files, and writing PNGs.
+
+Every reader returns pixels in one layout, whatever the file format:
+
+    image: float32 (C, H, W) for a 2-D image, (S, C, H, W) for a volume of S slices
+    mask:  integer (H, W) for a 2-D mask,    (S, H, W)    for a volume
+
+together with an ``ImageInfo`` (pixel spacing when the file knows it, a description of
+the source). Formats:
+
+    PNG / JPEG / BMP   Pillow (comes with matplotlib). Palette ('P') images read as their
+                       palette indices for masks (the indices are the classes) and as
+                       colours for images; RGB -> 3 channels; 16-bit PNG kept as 16-bit.
+    TIFF               tifffile; 2-D, RGB, or multi-page (pages -> slices).
+    NIfTI .nii(.gz)    nibabel; a 3-D volume is sliced along its last axis by default
+                       (``slice_axis``); a 4-D volume's last axis holds modalities (channels),
+                       as in the Medical Segmentation Decathlon; spacing from pixdim.
+    DICOM .dcm         pydicom; RescaleSlope/RescaleIntercept applied, spacing from
+                       PixelSpacing; multi-frame files -> slices.
+
+tifffile, nibabel and pydicom are the optional ``io`` extra (``pip install 'tinyseg[io]'``);
+they are imported only when such a file is read. A file that cannot be read, or whose
+extension is unknown, raises ``DataError`` naming the file and what was expected.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """A dataset or file problem the user can fix: the message names the file(s) and what was expected."""
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz", ".dcm")
+
+_PILLOW_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+_TIFF_EXTENSIONS = (".tif", ".tiff")
+_NIFTI_EXTENSIONS = (".nii", ".nii.gz")
+
+# Pillow's luminance weights (ITU-R 601), used to turn RGB into one grey channel.
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass
+class ImageInfo:
+    """What a reader learned about a file besides its pixels.
+
+    source:     one line, e.g. "PNG, mode L, uint8" or "NIfTI, shape (64, 64, 20), float32".
+    dtype:      the pixel type as stored in the file (before conversion to float32).
+    spacing:    physical pixel size (dy, dx) of one slice when the file records it
+                (millimetres for NIfTI and DICOM), else None.
+    num_slices: None for a 2-D image; S for a volume read as S slices.
+    palette:    True when the pixels are palette indices (a 'P' mode PNG read as a mask).
+    """
+    source: str
+    dtype: str
+    spacing: tuple[float, float] | None = None
+    num_slices: int | None = None
+    palette: bool = False
+
+
+def split_extension(path) -> tuple[str, str]:
+    """(stem, extension) of a file name, lower-case extension; ``.nii.gz`` counts as one extension.
+
+    ``split_extension("a/case_01.nii.gz") == ("case_01", ".nii.gz")``.
+    """
+    name = Path(path).name
+    if name.lower().endswith(".nii.gz"):
+        return name[: -len(".nii.gz")], ".nii.gz"
+    suffix = Path(name).suffix
+    return name[: len(name) - len(suffix)], suffix.lower()
+
+
+def is_image_file(path) -> bool:
+    """True for a visible file whose extension one of the readers handles."""
+    path = Path(path)
+    return path.is_file() and not path.name.startswith(".") and split_extension(path)[1] in IMAGE_EXTENSIONS
+
+
+def _require(module_name: str, path: Path):
+    """Import an optional reader library, or explain which extra provides it."""
+    import importlib
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ImportError(
+            f"reading {path.name} needs the '{module_name}' package, part of tinyseg's io extra: "
+            f"pip install 'tinyseg[io]'") from exc
+
+
+# --- format readers: each returns (pixels (S, C, H, W) in the stored dtype, ImageInfo) ---
+
+def _read_pillow(path: Path, for_mask: bool):
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.load()
+        mode = img.mode
+        palette = False
+        if mode == "P" and for_mask:
+            palette = True
+        elif mode in ("P", "PA"):
+            # A grey palette is a grey image; anything else is read as colour.
+            colours = img.convert("RGB")
+            rgb = np.asarray(colours)
+            img = colours.convert("L") if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(
+                rgb[..., 1], rgb[..., 2]) else colours
+        elif mode == "LA":
+            img = img.convert("L")
+        elif mode in ("RGBA", "CMYK", "YCbCr", "HSV", "LAB", "RGBX"):
+            img = img.convert("RGB")    # alpha is not image content
+        pixels = np.asarray(img)
+    if pixels.dtype == bool:            # mode '1'
+        pixels = pixels.astype(np.uint8)
+    pixels = pixels[None] if pixels.ndim == 2 else np.moveaxis(pixels, -1, 0)
+    kind = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}[split_extension(path)[1]]
+    info = ImageInfo(source=f"{kind}, mode {mode}, {pixels.dtype}", dtype=str(pixels.dtype), palette=palette)
+    return pixels[None], info
+
+
+def _read_tiff(path: Path):
+    tifffile = _require("tifffile", path)
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        pixels = series.asarray()
+        axes = series.axes
+        spacing = _tiff_spacing(tif.pages[0])
+    # Y and X are the image plane; S (samples, e.g. RGB) and C (channels) are channels;
+    # every other axis (pages, Z, T, ...) enumerates slices.
+    if "Y" not in axes or "X" not in axes:
+        raise DataError(f"{path}: TIFF with axes {axes!r}; expected an image with Y and X axes")
+    slice_axes = [i for i, a in enumerate(axes) if a not in "YXSC"]
+    channel_axes = [i for i, a in enumerate(axes) if a in "SC"]
+    num_slices = int(np.prod([pixels.shape[i] for i in slice_axes]))
+    num_channels = int(np.prod([pixels.shape[i] for i in channel_axes]))
+    height, width = pixels.shape[axes.index("Y")], pixels.shape[axes.index("X")]
+    order = slice_axes + channel_axes + [axes.index("Y"), axes.index("X")]
+    pixels = np.transpose(pixels, order).reshape(num_slices, num_channels, height, width)
+    info = ImageInfo(source=f"TIFF, axes {axes}, {pixels.dtype}", dtype=str(pixels.dtype),
+                     spacing=spacing, num_slices=num_slices if num_slices > 1 else None)
+    return pixels, info
+
+
+def _tiff_spacing(page) -> tuple[float, float] | None:
+    """(dy, dx) in millimetres from the resolution tags, only when their unit is centimetres:
+    inch resolutions are nearly always a scanner's or an editor's default DPI, not a pixel size."""
+    tags = page.tags
+    if "ResolutionUnit" not in tags or int(tags["ResolutionUnit"].value) != 3:   # 3 = centimetre
+        return None
+    if "XResolution" not in tags or "YResolution" not in tags:
+        return None
+    (xn, xd), (yn, yd) = tags["XResolution"].value, tags["YResolution"].value
+    if xn == 0 or yn == 0:
+        return None
+    return (10.0 * yd / yn, 10.0 * xd / xn)
+
+
+def _read_nifti(path: Path, slice_axis: int):
+    nibabel = _require("nibabel", path)
+    image = nibabel.load(str(path))
+    pixels = np.asanyarray(image.dataobj)        # applies scl_slope / scl_inter when set
+    zooms = tuple(float(z) for z in image.header.get_zooms())
+    shape = pixels.shape
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+        zooms = zooms[:2] + (1.0,)
+    if pixels.ndim == 3:
+        pixels = pixels[..., None]
+    if pixels.ndim != 4:
+        raise DataError(f"{path}: NIfTI of shape {shape}; expected a 2-D image, a 3-D volume, "
+                        "or a 4-D volume whose last axis holds modalities")
+    if slice_axis not in (0, 1, 2):
+        raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis}")
+    # NIfTI arrays are indexed (i, j, k) = (x, y, z). A slice keeps the two other axes
+    # (a, b) in their order and is shown transposed, as (b, a) = (rows, columns), the way
+    # SimpleITK / nnU-Net arrays look. No reorientation: image and mask are read alike.
+    a, b = [axis for axis in (0, 1, 2) if axis != slice_axis]
+    pixels = np.transpose(pixels, (slice_axis, 3, b, a))
+    info = ImageInfo(source=f"NIfTI, shape {shape}, {pixels.dtype}", dtype=str(pixels.dtype),
+                     spacing=(zooms[b], zooms[a]),
+                     num_slices=pixels.shape[0] if pixels.shape[0] > 1 else None)
+    return pixels, info
+
+
+def _read_dicom(path: Path):
+    pydicom = _require("pydicom", path)
+    dataset = pydicom.dcmread(str(path))
+    pixels = dataset.pixel_array
+    frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
+    samples = int(getattr(dataset, "SamplesPerPixel", 1) or 1)
+    if samples > 1:
+        pixels = np.moveaxis(pixels, -1, -3)     # (..., H, W, samples) -> (..., samples, H, W)
+    else:
+        pixels = pixels[..., None, :, :]
+    if frames == 1:
+        pixels = pixels[None]
+    stored_dtype = str(pixels.dtype)
+    slope = float(getattr(dataset, "RescaleSlope", 1.0) or 1.0)
+    intercept = float(getattr(dataset, "RescaleIntercept", 0.0) or 0.0)
+    if slope != 1.0 or intercept != 0.0:
+        # Stored values -> modality values (Hounsfield units for CT).
+        pixels = pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    spacing = None
+    if "PixelSpacing" in dataset:
+        row_spacing, column_spacing = (float(v) for v in dataset.PixelSpacing)
+        spacing = (row_spacing, column_spacing)
+    info = ImageInfo(source=f"DICOM, {getattr(dataset, 'Modality', '?')}, {frames} frame(s), {stored_dtype}",
+                     dtype=stored_dtype, spacing=spacing, num_slices=frames if frames > 1 else None)
+    return pixels, info
+
+
+def read_pixels(path, for_mask: bool = False, slice_axis: int = 2):
+    """Read any supported file as (pixels (S, C, H, W) in the stored dtype, ImageInfo).
+
+    S = 1 for a 2-D image. ``for_mask`` keeps palette PNGs as indices. ``slice_axis``
+    (NIfTI only) is the axis a 3-D volume is sliced along. Raises ``DataError`` when the
+    file is missing, unreadable or of an unknown type.
+    """
+    path = Path(path)
+    extension = split_extension(path)[1]
+    if extension not in IMAGE_EXTENSIONS:
+        raise DataError(f"{path}: unknown image type {extension!r}; expected one of {', '.join(IMAGE_EXTENSIONS)}")
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        if extension in _PILLOW_EXTENSIONS:
+            pixels, info = _read_pillow(path, for_mask)
+        elif extension in _TIFF_EXTENSIONS:
+            pixels, info = _read_tiff(path)
+        elif extension in _NIFTI_EXTENSIONS:
+            pixels, info = _read_nifti(path, slice_axis)
+        else:
+            pixels, info = _read_dicom(path)
+    except (DataError, ImportError):
+        raise
+    except Exception as exc:    # each library raises its own types for a corrupt file
+        raise DataError(f"{path}: cannot read it as a {extension} image ({type(exc).__name__}: {exc})") from exc
+    if pixels.ndim != 4 or pixels.shape[1] == 0 or pixels.shape[2] == 0 or pixels.shape[3] == 0:
+        raise DataError(f"{path}: read an array of shape {pixels.shape}; expected a non-empty 2-D image or volume")
+    return pixels, info
+
+
+def read_image(path, slice_axis: int = 2):
+    """Read an image as float32: (C, H, W) for a 2-D image, (S, C, H, W) for a volume.
+
+    Returns (image, ImageInfo). Intensities are as stored (e.g. 0..255 for an 8-bit PNG,
+    Hounsfield units for CT DICOM); normalise them with ``tinyseg.data.transforms``.
+    """
+    pixels, info = read_pixels(path, for_mask=False, slice_axis=slice_axis)
+    image = pixels.astype(np.float32)
+    return (image if info.num_slices is not None else image[0]), info
+
+
+def read_mask(path, slice_axis: int = 2, return_info: bool = False):
+    """Read a mask as an integer array: (H, W) for a 2-D mask, (S, H, W) for a volume.
+
+    Values are returned as stored (e.g. 0/255, or palette indices); deciding what they
+    mean is ``FolderDataset``'s job. Integer-valued float masks (common in NIfTI) become
+    int64. A colour mask whose channels differ, or fractional values, raise ``DataError``.
+    With ``return_info`` returns (mask, ImageInfo).
+    """
+    path = Path(path)
+    pixels, info = read_pixels(path, for_mask=True, slice_axis=slice_axis)
+    if pixels.shape[1] > 1:
+        if not all(np.array_equal(pixels[:, 0], pixels[:, c]) for c in range(1, pixels.shape[1])):
+            raise DataError(f"{path}: colour mask with {pixels.shape[1]} differing channels; expected a "
+                            "single-channel mask of class values (greyscale or palette PNG)")
+    mask = pixels[:, 0]
+    if not np.issubdtype(mask.dtype, np.integer):
+        if not np.all(np.isfinite(mask)) or not np.array_equal(mask, np.round(mask)):
+            raise DataError(f"{path}: mask holds non-integer values (dtype {mask.dtype}); expected class values")
+        mask = mask.astype(np.int64)
+    mask = mask if info.num_slices is not None else mask[0]
+    return (mask, info) if return_info else mask
+
+
+def write_png(path, array) -> None:
+    """Write a 2-D array (H, W), or (C, H, W) with C = 1 or 3, as an 8-bit PNG.
+
+    Masks (bool or integer arrays) are written unchanged as uint8 (bool as 0/255), so
+    they read back as the same class values; integers outside 0..255 raise ValueError.
+    Images (float arrays) are scaled linearly from their min..max to 0..255.
+    Parent folders are created.
+    """
+    from PIL import Image
+
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[0] in (1, 3):
+        array = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
+    elif array.ndim != 2:
+        raise ValueError(f"write_png expects (H, W) or (C, H, W) with C in (1, 3), got shape {array.shape}")
+    if array.dtype == bool:
+        pixels = array.astype(np.uint8) * 255
+    elif np.issubdtype(array.dtype, np.integer):
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ValueError(f"write_png: integer values must lie in 0..255 for an 8-bit PNG, "
+                             f"got {array.min()}..{array.max()}")
+        pixels = array.astype(np.uint8)
+    else:
+        array = array.astype(np.float64)
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) / (high - low) if high > low else np.zeros_like(array)
+        pixels = np.round(scaled * 255).astype(np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, format="PNG")

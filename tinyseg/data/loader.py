@@ -1,0 +1,190 @@
+"""Batching: a seeded, resumable DataLoader, dataset splits, and an in-memory dataset.
+
+A dataset is anything with ``len(ds)`` and ``ds[i] -> (image (C, H, W), mask (H, W))``:
+``FolderDataset``, ``SyntheticPhantoms``, ``ArrayDataset``, ``Subset``.
+
+Reproducibility: the order of epoch e is a permutation drawn from (seed, e), and item i
+of epoch e is augmented with a generator drawn from (seed, e, i). So a run's batches
+depend only on the seed, never on how many batches were drawn before or in what order
+items are visited, and ``state_dict()`` (three ints) is all a checkpoint needs to resume
+in the middle of an epoch with the same batches.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .io import DataError
+
+# Tags keep the shuffling and augmentation streams apart for the same (seed, epoch).
+_ORDER_STREAM, _AUGMENT_STREAM = 0, 1
+
+
+class ArrayDataset:
+    """Items from in-memory arrays.
+
+    images: (N, C, H, W) or (N, H, W) (one channel), or a list of (C, H, W) / (H, W) arrays
+            of any sizes; masks: (N, H, W) or a list of (H, W) integer arrays.
+    ds[i] -> (float32 (C, H, W), int64 (H, W)). ``num_classes`` defaults to max(mask) + 1 (at least 2).
+    """
+
+    def __init__(self, images, masks, num_classes: int | None = None):
+        if len(images) != len(masks):
+            raise ValueError(f"got {len(images)} images but {len(masks)} masks")
+        self.images = [np.asarray(image, dtype=np.float32) for image in images]
+        self.images = [image[None] if image.ndim == 2 else image for image in self.images]
+        self.masks = [np.asarray(mask) for mask in masks]
+        for i, (image, mask) in enumerate(zip(self.images, self.masks)):
+            if image.ndim != 3 or mask.shape != image.shape[1:]:
+                raise ValueError(f"item {i}: image {image.shape} and mask {mask.shape}; "
+                                 "expected (C, H, W) and (H, W)")
+            if not np.issubdtype(mask.dtype, np.integer) and not np.issubdtype(mask.dtype, np.bool_):
+                raise ValueError(f"item {i}: masks must hold integer class indices, got dtype {mask.dtype}")
+        largest = max((int(mask.max()) for mask in self.masks if mask.size), default=1)
+        self.num_classes = num_classes if num_classes is not None else max(largest + 1, 2)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        return self.images[index].copy(), self.masks[index].astype(np.int64)
+
+
+class Subset:
+    """The items ``indices`` of ``dataset``, in that order; forwards num_classes, ids and spacing."""
+
+    def __init__(self, dataset, indices):
+        self.dataset = dataset
+        self.indices = [int(i) for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        return self.dataset[self.indices[index]]
+
+    @property
+    def num_classes(self):
+        return getattr(self.dataset, "num_classes", None)
+
+    @property
+    def ids(self):
+        ids = getattr(self.dataset, "ids", None)
+        return None if ids is None else [ids[i] for i in self.indices]
+
+    def spacing(self, index: int):
+        spacing = getattr(self.dataset, "spacing", None)
+        return None if spacing is None else spacing(self.indices[index])
+
+
+def split(dataset, val_fraction: float, seed: int = 0, mode: str = "random"):
+    """(train Subset, validation Subset) with round(len · val_fraction) validation items (at least 1).
+
+    mode="random":     a seeded random choice of validation items.
+    mode="contiguous": the last block of items. Use it for consecutive slices of one
+                       volume (e.g. ISBI 2012): neighbouring slices are nearly alike, so a
+                       random split would let validation see near-copies of training items.
+    Indices in each subset keep the dataset's order.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
+    n = len(dataset)
+    if n < 2:
+        raise ValueError(f"cannot split a dataset of {n} item(s) into training and validation")
+    n_val = min(max(int(round(n * val_fraction)), 1), n - 1)
+    if mode == "contiguous":
+        val = np.arange(n - n_val, n)
+    elif mode == "random":
+        val = np.sort(np.random.default_rng(seed).permutation(n)[:n_val])
+    else:
+        raise ValueError(f"mode must be 'random' or 'contiguous', got {mode!r}")
+    train = np.setdiff1d(np.arange(n), val)
+    return Subset(dataset, train), Subset(dataset, val)
+
+
+class DataLoader:
+    """Batches of (images float32 (B, C, H, W), masks int64 (B, H, W)) as numpy arrays.
+
+    shuffle:   a new order each epoch, drawn from (seed, epoch); otherwise dataset order.
+    transform: ``t(image, mask, rng) -> (image, mask)``, e.g. a ``transforms.Compose``;
+               item i of epoch e gets ``rng = default_rng((seed, e, i))``.
+    drop_last: drop the last, smaller batch.
+
+    Iterating runs through the rest of the current epoch and then moves to the next, so
+    ``for epoch in ...: for images, masks in loader: ...`` sees a new order each epoch.
+    ``set_epoch(e)`` jumps to the start of epoch e; ``state_dict()`` /
+    ``load_state_dict()`` save and restore the position (seed, epoch, next batch).
+    """
+
+    def __init__(self, dataset, batch_size: int, shuffle: bool = True, seed: int = 0, transform=None,
+                 drop_last: bool = False):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if len(dataset) == 0:
+            raise ValueError("cannot load batches from an empty dataset")
+        if drop_last and len(dataset) < batch_size:
+            raise ValueError(f"drop_last with batch_size {batch_size} > {len(dataset)} items leaves no batch")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.transform = transform
+        self.drop_last = drop_last
+        self.epoch = 0
+        self.next_batch = 0
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` from its first batch on the next iteration."""
+        self.epoch, self.next_batch = int(epoch), 0
+
+    def state_dict(self) -> dict:
+        return {"seed": int(self.seed), "epoch": int(self.epoch), "next_batch": int(self.next_batch)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seed, self.epoch, self.next_batch = int(state["seed"]), int(state["epoch"]), int(state["next_batch"])
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Dataset indices in the order epoch ``epoch`` visits them."""
+        n = len(self.dataset)
+        if not self.shuffle:
+            return np.arange(n)
+        return np.random.default_rng((self.seed, epoch, _ORDER_STREAM)).permutation(n)
+
+    def load_item(self, index: int, epoch: int):
+        """Item ``index`` of the dataset as epoch ``epoch`` sees it (augmented when there is a transform)."""
+        image, mask = self.dataset[index]
+        if self.transform is not None:
+            rng = np.random.default_rng((self.seed, epoch, _AUGMENT_STREAM, int(index)))
+            image, mask = self.transform(image, mask, rng)
+        return image, mask
+
+    def __iter__(self):
+        epoch, order = self.epoch, self.order(self.epoch)
+        num_batches = len(self)
+        for b in range(self.next_batch, num_batches):
+            indices = order[b * self.batch_size:(b + 1) * self.batch_size]
+            items = [self.load_item(int(i), epoch) for i in indices]
+            # Advance before yielding, so a state_dict taken after receiving this batch
+            # resumes with the next one (or the next epoch after the last batch).
+            if b + 1 == num_batches:
+                self.epoch, self.next_batch = epoch + 1, 0
+            else:
+                self.next_batch = b + 1
+            yield self._collate(items, indices)
+
+    def _collate(self, items, indices):
+        shapes = [image.shape for image, _ in items]
+        if len(set(shapes)) > 1:
+            ids = getattr(self.dataset, "ids", None)
+            names = [ids[i] if ids is not None else f"item {i}" for i in indices]
+            listing = ", ".join(f"{name}: {'x'.join(map(str, shape))}" for name, shape in zip(names, shapes))
+            raise DataError(f"items of different sizes in one batch ({listing}); bring them to one size "
+                            "with --image-size (resize) or a random_crop / RandomCrop transform, "
+                            "or use batch_size=1")
+        images = np.stack([image for image, _ in items]).astype(np.float32, copy=False)
+        masks = np.stack([mask for _, mask in items]).astype(np.int64, copy=False)
+        return images, masks
