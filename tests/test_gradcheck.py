@@ -130,3 +130,13 @@ def test_does_not_touch_the_callers_tensors():
     ts.gradcheck(lambda x: x * x, [x])
     np.testing.assert_array_equal(x.data, before)
     assert x.grad is None
+
+
+def test_the_gradcheck_table_passes_for_every_op(capsys):
+    from tinyseg.cli import main
+    assert main(["gradcheck"]) == 0
+    out = capsys.readouterr().out
+    for op in ("conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "upsample", "batch_norm",
+               "bce_with_logits", "cross_entropy", "dice_loss", "softmax", "pad", "matmul"):
+        assert op in out
+    assert "FAIL" not in out

@@ -94,3 +94,27 @@ def test_summary_lists_layers_shapes_and_params():
     text = model.summary((1, 1, 32, 32))
     assert "encoder.2" in text and "(1, 16, 8, 8)" in text and "head" in text
     assert f"{model.num_parameters():,}" in text
+
+
+def test_unet_computes_the_equations_of_docs_math_unet():
+    """The forward pass rebuilt from reference.py's loop definitions, equation by equation."""
+    from tinyseg import reference as ref
+    ts.manual_seed(4)
+    model = UNet(2, 1, base_channels=2, depth=1).double()
+    x = np.random.default_rng(5).standard_normal((1, 2, 6, 8))
+    W = {name: p.data for name, p in model.named_parameters()}
+
+    def relu(a):
+        return np.maximum(a, 0)
+
+    def block(a, prefix):      # y = σ(W₂ ∗ σ(W₁ ∗ a + b₁) + b₂), σ = ReLU, 3×3, padding 1
+        a = relu(ref.conv2d(a, W[prefix + ".conv1.weight"], W[prefix + ".conv1.bias"], padding=1))
+        return relu(ref.conv2d(a, W[prefix + ".conv2.weight"], W[prefix + ".conv2.bias"], padding=1))
+
+    e0 = block(x, "encoder.0")                                    # level 0
+    e1 = block(ref.max_pool2d(e0, 2), "encoder.1")                # 2×2 max-pool, then the bottleneck
+    u = relu(ref.conv2d(ref.upsample_nearest(e1, 2), W["ups.0.conv.weight"], W["ups.0.conv.bias"], padding=1))
+    d = block(np.concatenate([e0, u], axis=1), "decoder.0")       # skip concatenation
+    expected = ref.conv2d(d, W["head.weight"], W["head.bias"])    # 1×1 head: logits
+    with ts.no_grad():
+        np.testing.assert_allclose(model(ts.Tensor(x)).data, expected, atol=1e-12)

@@ -96,7 +96,7 @@ def _cases():
                                                       pos_weight=np.array([2.0]).reshape(1, 1, 1)),
          [t(2, 1, 3, 3, low=-4, high=4)]),
         ("cross_entropy", "class weights, ignore_index", lambda z: F.cross_entropy(
-            z, np.where(labels == 2, -100, labels) * 0 + labels, weight=np.array([0.5, 1.0, 2.0]), ignore_index=1),
+            z, labels, weight=np.array([0.5, 1.0, 2.0]), ignore_index=1),
          [t(2, 3, 3, 3, low=-3, high=3)]),
         ("dice_loss", "1 channel (sigmoid)", lambda z: F.dice_loss(z, binary), [t(2, 1, 3, 3, low=-3, high=3)]),
         ("dice_loss", "3 classes (softmax)", lambda z: F.dice_loss(z, labels), [t(2, 3, 3, 3, low=-3, high=3)]),
