@@ -39,14 +39,18 @@ def log_softmax_along(x, axis, xp):
 
 
 class ReLU(Function):
-    """y = max(x, 0); dy/dx = 1 where x > 0, else 0 (0 at x = 0, as PyTorch)."""
+    """y = max(x, 0); dy/dx = 1 where x > 0, else 0 (0 at x = 0, as PyTorch).
+
+    Saves its output y rather than a mask: y > 0 exactly where x > 0, and y is usually
+    kept anyway (as the saved input of the next conv), so ReLU costs no extra memory.
+    """
 
     def forward(self, x):
-        self.positive = x > 0
-        return self.xp.maximum(x, 0)
+        self.y = self.xp.maximum(x, 0)
+        return self.y
 
     def backward(self, g):
-        return g * self.positive
+        return g * (self.y > 0)
 
 
 class LeakyReLU(Function):
