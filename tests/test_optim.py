@@ -193,7 +193,8 @@ def test_load_state_dict_errors():
         opt.load_state_dict({"state": {}})
     bad = opt.state_dict()
     bad["state"] = {"0": {"momentum_buffer": np.zeros((2, 2))}}
-    with pytest.raises(ValueError, match=r"'momentum_buffer' of parameter 0 has shape \(2, 2\), the parameter \(3, 4\)"):
+    with pytest.raises(ValueError, match=r"'momentum_buffer' of parameter 0 has shape \(2, 2\), "
+                                         r"the parameter \(3, 4\)"):
         opt.load_state_dict(bad)
 
 

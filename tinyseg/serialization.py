@@ -183,8 +183,9 @@ def load(path) -> dict:
     try:
         with np.load(path, allow_pickle=False) as archive:
             if INDEX_ENTRY not in archive.files:
+                shown = ", ".join(archive.files[:5]) + (", ..." if len(archive.files) > 5 else "")
                 raise _not_a_checkpoint(path, f"found a .npz archive without the {INDEX_ENTRY!r} entry "
-                                              f"(entries: {archive.files[:5]}{'...' if len(archive.files) > 5 else ''})")
+                                              f"(entries: {shown})")
             try:
                 header = json.loads(str(archive[INDEX_ENTRY]))
             except (ValueError, TypeError) as error:

@@ -69,6 +69,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig: {name} expected a positive integer, got {getattr(self, name)!r}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"TrainConfig: warmup_epochs expected 0 <= warmup_epochs < epochs ({self.epochs}), "
+                             f"got {self.warmup_epochs!r}")
         if not self.lr > 0:
             raise ValueError(f"TrainConfig: lr expected a positive number, got {self.lr!r}")
 
