@@ -86,10 +86,21 @@ def test_the_file_is_a_plain_npz_readable_without_pickle(tmp_path):
     path = tmp_path / "c.npz"
     ts.save({"model": {"down.0.weight": np.ones(3)}, "file": np.zeros(1), "allow_pickle": np.ones(1)}, path)
     with np.load(path, allow_pickle=False) as archive:
-        assert sorted(archive.files) == ["__tinyseg__", "allow_pickle", "file", "model/down.0.weight"]
+        assert len(archive.files) == 4 and "__tinyseg__" in archive.files
         index = json.loads(str(archive["__tinyseg__"]))
         assert index["format"] == "tinyseg-checkpoint"
-        np.testing.assert_array_equal(archive["model/down.0.weight"], np.ones(3))
+        entry = index["tree"]["model"]["down.0.weight"]["__ndarray__"]
+        np.testing.assert_array_equal(archive[entry], np.ones(3))
+
+
+def test_keys_that_look_like_paths_or_hold_odd_characters_round_trip(tmp_path):
+    original = {"a/b": np.ones(1), "a": {"b": np.zeros(1)}, "nul\x00key": np.full(2, 3.0), "é 🙂": np.arange(2)}
+    ts.save(original, tmp_path / "k.npz")
+    loaded = ts.load(tmp_path / "k.npz")
+    assert set(loaded) == set(original)
+    np.testing.assert_array_equal(loaded["a/b"], np.ones(1))
+    np.testing.assert_array_equal(loaded["a"]["b"], np.zeros(1))
+    np.testing.assert_array_equal(loaded["nul\x00key"], np.full(2, 3.0))
 
 
 def test_a_model_round_trips_through_a_checkpoint(tmp_path):
@@ -248,7 +259,6 @@ def test_a_newer_format_version_is_refused(tmp_path):
 @pytest.mark.parametrize("obj,error,match", [
     ({1: np.ones(1)}, TypeError, "dict keys must be strings, got 1"),
     ({"a": {"b": {1, 2}}}, TypeError, "'a/b' has type set"),
-    ({"a/b": np.ones(1), "a": {"b": np.ones(1)}}, ValueError, "the same archive entry 'a/b'"),
     ({"a": {"__ndarray__": 1}}, ValueError, "reserved by the checkpoint format"),
     ([np.ones(1)], TypeError, "save: expected a dict"),
 ])

@@ -77,10 +77,10 @@ def _encode(value, path_parts: tuple, arrays: dict):
         if array.dtype.hasobject:
             raise TypeError(f"save: {where!r} is an object array (dtype {array.dtype}); checkpoints store numeric "
                             f"and string arrays only, because object arrays need pickle")
-        entry = SEPARATOR.join(path_parts)
-        if entry in arrays or entry == INDEX_ENTRY or not path_parts:
-            raise ValueError(f"save: two values map to the same archive entry {entry!r} (keys containing "
-                             f"{SEPARATOR!r} can collide with nested dicts); rename one of them")
+        # Entries are numbered rather than named after the keys: any string is then a valid
+        # key (zip member names cannot hold every character, e.g. NUL), and no two keys can
+        # collide. The JSON index maps each key path to its entry.
+        entry = f"array_{len(arrays):06d}"
         arrays[entry] = array
         return {ARRAY_MARKER: entry}
     raise TypeError(f"save: {where!r} has type {type(value).__name__}; expected an array, Tensor, number, "
