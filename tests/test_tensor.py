@@ -226,3 +226,10 @@ def test_matmul_shape_errors_are_clear():
         ts.Tensor(np.ones((2, 3))) @ ts.Tensor(np.ones((2, 3)))
     with pytest.raises(ValueError, match="at least 2 dimensions"):
         ts.Tensor(np.ones(3)) @ ts.Tensor(np.ones((3, 2)))
+
+
+def test_non_contiguous_inputs_are_accepted():
+    base = np.random.default_rng(0).random((4, 3))
+    view = ts.Tensor(base.T, requires_grad=True)          # a transposed, non-contiguous view
+    (view.exp() * view).sum().backward()
+    np.testing.assert_allclose(view.grad, np.exp(base.T) * (1 + base.T))
