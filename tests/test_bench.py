@@ -1,0 +1,35 @@
+"""The benchmark harness: same network on both sides, workers run, tables render (no timings asserted)."""
+import numpy as np
+import pytest
+
+from tinyseg import bench
+
+
+def test_tinyseg_and_torch_compute_the_same_loss_and_gradients():
+    pytest.importorskip("torch")
+    check = bench.check_same_results(base=2, batch=1, size=32)
+    assert check["loss_rel_diff"] < 1e-5
+    assert check["grad_max_rel_diff"] < 1e-4
+
+
+@pytest.mark.parametrize("mode", ["train", "infer"])
+def test_a_worker_runs_and_reports_times_and_memory(mode):
+    result = bench.worker("tinyseg", mode, base=2, batch=1, size=32, steps=2, warmup=0)
+    assert len(result["times"]) == 2 and all(t > 0 for t in result["times"])
+    assert result["peak_rss_mb"] > 0
+
+
+def test_conv_flops_of_the_first_block_by_hand():
+    # base 1, batch 1, 16²: level 0 alone is 2·9·(1·1 + 1·1)·256 multiply-adds·2
+    total = bench.conv_flops(1, 1, 16)
+    assert total > 2 * 9 * 2 * 256
+    assert bench.conv_flops(1, 2, 16) == 2 * total
+
+
+def test_markdown_table_has_one_row_per_measurement():
+    rows = [{"config": "B16-b4-128", "mode": "train", "tinyseg_ms": 10.0, "tinyseg_spread_ms": [9.0, 11.0],
+             "tinyseg_gflops": 50.0, "tinyseg_peak_rss_mb": 300.0, "torch_ms": 8.0, "torch_spread_ms": [7.5, 8.5],
+             "torch_gflops": 60.0, "torch_peak_rss_mb": 400.0, "time_ratio": 1.25, "memory_ratio": 0.75}]
+    table = bench.markdown_table(rows)
+    lines = table.splitlines()
+    assert len(lines) == 3 and "1.25" in lines[2] and lines[1].count("---") == lines[0].count("|") - 1
