@@ -169,36 +169,33 @@ class Linear(Module):
 
 # ----- pooling and resizing
 
-class MaxPool2d(Module):
-    """Max pooling over k×k windows (stride defaults to the kernel size; padding counts as −∞)."""
+class _Pool2d(Module):
+    """k×k pooling windows; the stride defaults to the kernel size (as PyTorch)."""
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size = pair("MaxPool2d", "kernel_size", kernel_size, minimum=1)
-        self.stride = self.kernel_size if stride is None else pair("MaxPool2d", "stride", stride, minimum=1)
-        self.padding = pair("MaxPool2d", "padding", padding, minimum=0)
+        name = type(self).__name__
+        self.kernel_size = pair(name, "kernel_size", kernel_size, minimum=1)
+        self.stride = self.kernel_size if stride is None else pair(name, "stride", stride, minimum=1)
+        self.padding = pair(name, "padding", padding, minimum=0)
 
     def forward(self, x):
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+        return self.pool(x, self.kernel_size, self.stride, self.padding)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-class AvgPool2d(Module):
+class MaxPool2d(_Pool2d):
+    """Max pooling over k×k windows (padding counts as −∞)."""
+
+    pool = staticmethod(F.max_pool2d)
+
+
+class AvgPool2d(_Pool2d):
     """Average pooling over k×k windows (padding zeros count in the divisor, as PyTorch's default)."""
 
-    def __init__(self, kernel_size, stride=None, padding=0):
-        super().__init__()
-        self.kernel_size = pair("AvgPool2d", "kernel_size", kernel_size, minimum=1)
-        self.stride = self.kernel_size if stride is None else pair("AvgPool2d", "stride", stride, minimum=1)
-        self.padding = pair("AvgPool2d", "padding", padding, minimum=0)
-
-    def forward(self, x):
-        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
-
-    def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+    pool = staticmethod(F.avg_pool2d)
 
 
 class Upsample(Module):
