@@ -96,23 +96,43 @@ def _pad_with_zeros(xp, x, padding):
     if top == bottom == left == right == 0:
         return x
     N, C, H, W = x.shape
-    padded = xp.zeros((N, C, H + top + bottom, W + left + right), dtype=x.dtype)
+    return _pad_into(x, padding, xp.empty((N, C, H + top + bottom, W + left + right), dtype=x.dtype))
+
+
+def _pad_into(x, padding, out):
+    """Write x with ((top, bottom), (left, right)) zeros around (negative amounts crop) into ``out``.
+
+    Only the border is zeroed: each element of ``out`` is written once.
+    """
+    (top, bottom), (left, right) = padding
+    H, W = x.shape[2:]
     kept = x[:, :, max(-top, 0):H - max(-bottom, 0), max(-left, 0):W - max(-right, 0)]
     row, column = max(top, 0), max(left, 0)
-    padded[:, :, row:row + kept.shape[2], column:column + kept.shape[3]] = kept
-    return padded
+    rows = slice(row, row + kept.shape[2])
+    out[:, :, :row] = 0
+    out[:, :, rows.stop:] = 0
+    out[:, :, rows, :column] = 0
+    out[:, :, rows, column + kept.shape[3]:] = 0
+    out[:, :, rows, column:column + kept.shape[3]] = kept
+    return out
 
 
 # ----- the work buffer for im2col matrices
 
-# One 1-D buffer per (array module, dtype, device), grown to the largest im2col matrix
-# seen so far and reused by every call: memory stays at the largest single matrix (not
-# one per layer), and NumPy skips the page faults of a fresh allocation (measured for
+# One 1-D buffer per (array module, dtype, device), grown to the largest block seen so
+# far and reused by every call: memory stays at one block (not one im2col matrix per
+# layer), and NumPy skips the page faults of a fresh allocation (measured for
 # x (4, 32, 128, 128): 5.6 ms of slice copies into a reused buffer, 13.7 ms into a new
-# one). The buffer is borrowed only for the
-# duration of one primitive below and nothing returned ever points into it, but it is
-# shared: tinyseg's convolutions are meant to run on one thread at a time.
+# one). The buffer is borrowed only for the duration of one block of one primitive
+# below and nothing returned ever points into it, but it is shared: tinyseg's
+# convolutions are meant to run on one thread at a time.
 _scratch_buffers: dict = {}
+
+# The most a block's work array may take. An im2col matrix is k_h·k_w times its input:
+# 302 MB for the 128-channel 256² decoder level of the benchmark's B64 U-Net, which
+# made tinyseg's peak memory 1.24× PyTorch's. Blocks of at most 32 MB cost nothing in
+# speed (each is still a GEMM of ≥ 7,000 columns); docs/performance.md has the numbers.
+BLOCK_BYTES = 32 * 2**20
 
 
 def _scratch(xp, like, shape):
@@ -131,24 +151,66 @@ def release_scratch_memory():
     _scratch_buffers.clear()
 
 
+def _blocks(xp, N, rows, bytes_per_row):
+    """Split N samples × ``rows`` rows into blocks (n0, n1, i0, i1) of at most BLOCK_BYTES.
+
+    Whole samples are grouped while they fit; a sample that alone is too large is cut
+    into bands of rows (at least one row per block). On the GPU: one block (memory is
+    not the constraint there, and CuPy's matmul wants contiguous outputs).
+    """
+    if xp is not np or N * rows * bytes_per_row <= BLOCK_BYTES:
+        yield 0, N, 0, rows
+        return
+    if rows * bytes_per_row <= BLOCK_BYTES:
+        per_block = BLOCK_BYTES // (rows * bytes_per_row)
+        for n0 in range(0, N, per_block):
+            yield n0, min(N, n0 + per_block), 0, rows
+        return
+    band = max(1, BLOCK_BYTES // bytes_per_row)
+    for n in range(N):
+        for i0 in range(0, rows, band):
+            yield n, n + 1, i0, min(rows, i0 + band)
+
+
+def _rows_view(a, n0, n1, i0, i1):
+    """a[n0:n1, :, i0:i1, :] of an (N, K, H, W) C-contiguous array as (n, K, rows·W), a view."""
+    block = a[n0:n1, :, i0:i1, :]
+    view = block.reshape(n1 - n0, a.shape[1], (i1 - i0) * a.shape[3])
+    assert view.base is not None or view is a, "a block of rows must be a view"
+    return view
+
+
 # ----- the im2col + GEMM kernel
 
-def _im2col(xp, x, geometry: _ConvGeometry):
-    """The (N, C·k_h·k_w, H'·W') matrix of x's windows: cols[n, (c,u,v), (i,j)] = x_pad[n,c, s·i+d·u, s·j+d·v].
+def _im2col(xp, x, geometry: _ConvGeometry, block=None):
+    """The (n, C·k_h·k_w, rows·W') matrix of x's windows: cols[n, (c,u,v), (i,j)] = x_pad[n,c, s·i+d·u, s·j+d·v].
 
+    For the block (n0, n1, i0, i1) of samples and output rows (all of them by default).
     Filled with k_h·k_w strided slice copies (one per kernel element, each covering every
-    window at once) into the shared work buffer: valid until the next call.
+    window of the block at once) into the shared work buffer: valid until the next call.
     """
     N, C = x.shape[:2]
     (kh, kw), (Ho, Wo) = geometry.kernel, geometry.output_size
+    n0, n1, i0, i1 = block or (0, N, 0, Ho)
     if geometry.is_pointwise:
-        return x.reshape(N, C, Ho * Wo)
-    padded = _pad_with_zeros(xp, x, geometry.padding)
-    cols = _scratch(xp, x, (N, C, kh, kw, Ho, Wo))
+        return _rows_view(x, n0, n1, i0, i1)
+    # The padded rows this block reads, s·i0 ≤ p < s·(i1−1) + d·(k−1) + 1, are x's rows
+    # p − top: those inside x are copied, the others become the band's own zero padding.
+    (top, _), horizontal = geometry.padding
+    sh, dh = geometry.stride[0], geometry.dilation[0]
+    H = geometry.input_size[0]
+    first, last = sh * i0 - top, sh * (i1 - 1) + dh * (kh - 1) + 1 - top
+    lo = max(first, 0)
+    hi = max(min(last, H), lo)
+    band_padding = ((lo - first, last - hi), horizontal)
+    padded = _pad_with_zeros(xp, x[n0:n1, :, lo:hi], band_padding)
+    band_geometry = _ConvGeometry((hi - lo, geometry.input_size[1]), (i1 - i0, Wo), geometry.kernel,
+                                  geometry.stride, band_padding, geometry.dilation)
+    cols = _scratch(xp, x, (n1 - n0, C, kh, kw, i1 - i0, Wo))
     for u in range(kh):
         for v in range(kw):
-            cols[:, :, u, v] = padded[:, :, geometry.rows(u), geometry.columns(v)]
-    return cols.reshape(N, C * kh * kw, Ho * Wo)
+            cols[:, :, u, v] = padded[:, :, band_geometry.rows(u), band_geometry.columns(v)]
+    return cols.reshape(n1 - n0, C * kh * kw, (i1 - i0) * Wo)
 
 
 class Im2colKernel:
@@ -158,29 +220,48 @@ class Im2colKernel:
     (O, C·k_h·k_w), so y[n] = W · cols[n] comes out in NCHW order with no transpose; the
     N products are one batched ``matmul``. (docs/math/convolution.md, section 6, compares
     it with one (C·k_h·k_w, N·H'·W') GEMM, no faster once its output is transposed, and
-    with an NHWC layout, about twice as slow.) Every function returns a new array.
+    with an NHWC layout, about twice as slow.) Large convolutions run block by block
+    (``_blocks``: whole samples, or bands of output rows), so the matrix never exceeds
+    BLOCK_BYTES. Every function returns a new array. Subclasses may change how the
+    matrix is built (``columns``) and keep the rest.
     """
 
+    name = "im2col"
+
     @staticmethod
-    def forward(x, weight, geometry):
+    def columns(xp, x, geometry, block):
+        """The (n, C·k_h·k_w, rows·W') im2col matrix of one block, in the shared work buffer."""
+        return _im2col(xp, x, geometry, block)
+
+    @classmethod
+    def forward(cls, x, weight, geometry):
         """y = conv2d(x, W): (N, C, H, W), (O, C, k_h, k_w) -> (N, O, H', W')."""
         xp = backend.get_array_module(x)
-        O, N = weight.shape[0], x.shape[0]
-        y = xp.matmul(weight.reshape(O, -1), _im2col(xp, x, geometry))
-        return y.reshape(N, O, *geometry.output_size)
+        x = xp.ascontiguousarray(x)
+        (O, C, kh, kw), N = weight.shape, x.shape[0]
+        (Ho, Wo) = geometry.output_size
+        matrix = xp.ascontiguousarray(weight.reshape(O, -1))
+        y = xp.empty((N, O, Ho, Wo), dtype=x.dtype)
+        for block in _blocks(xp, N, Ho, C * kh * kw * Wo * x.itemsize):
+            xp.matmul(matrix, cls.columns(xp, x, geometry, block), out=_rows_view(y, *block))
+        return y
 
-    @staticmethod
-    def weight_grad(x, grad, geometry):
+    @classmethod
+    def weight_grad(cls, x, grad, geometry):
         """dW[o,c,u,v] = Σ_n Σ_ij dY[n,o,i,j] · x_pad[n,c, s·i+d·u, s·j+d·v]: -> (O, C, k_h, k_w)."""
         xp = backend.get_array_module(x)
-        N, O = grad.shape[:2]
-        cols = _im2col(xp, x, geometry)
-        Ho, Wo = geometry.output_size
-        per_sample = xp.matmul(grad.reshape(N, O, Ho * Wo), cols.transpose(0, 2, 1))    # (N, O, C·k_h·k_w)
-        return per_sample.sum(axis=0).reshape(O, x.shape[1], *geometry.kernel)
+        x, grad = xp.ascontiguousarray(x), xp.ascontiguousarray(grad)
+        (N, O, Ho, Wo), C = grad.shape, x.shape[1]
+        kh, kw = geometry.kernel
+        dw = None
+        for block in _blocks(xp, N, Ho, C * kh * kw * Wo * x.itemsize):
+            cols = cls.columns(xp, x, geometry, block)
+            per_sample = xp.matmul(_rows_view(grad, *block), cols.transpose(0, 2, 1))    # (n, O, C·k_h·k_w)
+            dw = per_sample.sum(axis=0) if dw is None else dw + per_sample.sum(axis=0)
+        return dw.reshape(O, C, kh, kw)
 
-    @staticmethod
-    def input_grad(grad, weight, geometry):
+    @classmethod
+    def input_grad(cls, grad, weight, geometry):
         """dX of y = conv2d(x, W), given dY (N, O, H', W') and W (O, C, k_h, k_w): -> (N, C, H, W).
 
         Stride 1: a convolution of dY, padded by d·(k−1) − p on each side, with the
@@ -191,23 +272,28 @@ class Im2colKernel:
         docs/math/convolution.md, section 3, derives both; section 6 has the timings.
         """
         if geometry.stride == (1, 1):
-            return Im2colKernel.forward(grad, _flipped_kernel(weight), _flipped_geometry(geometry))
+            return cls.forward(grad, _flipped_kernel(weight), _flipped_geometry(geometry))
         xp = backend.get_array_module(grad)
+        grad = xp.ascontiguousarray(grad)
         N, O = grad.shape[:2]
         C = weight.shape[1]
         (kh, kw), (Ho, Wo) = geometry.kernel, geometry.output_size
-        dcols = _scratch(xp, grad, (N, C * kh * kw, Ho * Wo))
-        xp.matmul(weight.reshape(O, -1).T, grad.reshape(N, O, Ho * Wo), out=dcols)
-        dcols = dcols.reshape(N, C, kh, kw, Ho, Wo)
+        matrix_t = weight.reshape(O, -1).T
         allocate = xp.empty if geometry.windows_tile_padded_input else xp.zeros
         padded_grad = allocate((N, C, *geometry.padded_size), dtype=grad.dtype)
-        for u in range(kh):
-            for v in range(kw):
-                window_elements = padded_grad[:, :, geometry.rows(u), geometry.columns(v)]
-                if geometry.windows_overlap:
-                    window_elements += dcols[:, :, u, v]
-                else:
-                    window_elements[...] = dcols[:, :, u, v]
+        # Blocks of whole samples (the scatter needs all rows of a sample's windows).
+        per_sample_bytes = C * kh * kw * Ho * Wo * grad.itemsize
+        for n0, n1, _, _ in _blocks(xp, N, 1, per_sample_bytes):
+            dcols = _scratch(xp, grad, (n1 - n0, C * kh * kw, Ho * Wo))
+            xp.matmul(matrix_t, grad[n0:n1].reshape(n1 - n0, O, Ho * Wo), out=dcols)
+            dcols = dcols.reshape(n1 - n0, C, kh, kw, Ho, Wo)
+            for u in range(kh):
+                for v in range(kw):
+                    window_elements = padded_grad[n0:n1, :, geometry.rows(u), geometry.columns(v)]
+                    if geometry.windows_overlap:
+                        window_elements += dcols[:, :, u, v]
+                    else:
+                        window_elements[...] = dcols[:, :, u, v]
         (top, _), (left, _) = geometry.padding
         H, W = geometry.input_size
         return xp.ascontiguousarray(padded_grad[:, :, top:top + H, left:left + W])
@@ -232,14 +318,81 @@ def _flipped_geometry(geometry: _ConvGeometry):
     return _ConvGeometry((Ho, Wo), (H, W), geometry.kernel, (1, 1), padding, geometry.dilation)
 
 
-# Kernels by name. Faster ones (Numba on the CPU, CUDA on the GPU) register here with the
-# same three functions, and ``backend.use_kernel("conv2d", name)`` selects one; both
-# conv2d and conv_transpose2d are built from them.
-CONV2D_KERNELS = {"im2col": Im2colKernel}
+class NumbaIm2colKernel(Im2colKernel):
+    """im2col + GEMM with the matrix built by one compiled pass (padding fused in, no padded copy).
+
+    The GEMMs are the same as ``Im2colKernel``'s; NumPy arrays only (CuPy arrays use the
+    NumPy/CuPy path).
+    """
+
+    name = "numba-im2col"
+
+    @staticmethod
+    def columns(xp, x, geometry, block):
+        if xp is not np or geometry.is_pointwise:
+            return _im2col(xp, x, geometry, block)
+        from . import conv_kernels_numba as compiled
+
+        n0, n1, i0, i1 = block
+        (kh, kw), (sh, sw), (dh, dw) = geometry.kernel, geometry.stride, geometry.dilation
+        (top, _), (left, _) = geometry.padding
+        Wo = geometry.output_size[1]
+        cols = _scratch(xp, x, (n1 - n0, x.shape[1] * kh * kw, (i1 - i0) * Wo))
+        compiled.im2col(x, kh, kw, sh, sw, dh, dw, top, left, Wo, n0, n1, i0, i1, cols)
+        return cols
+
+
+class WinogradKernel(NumbaIm2colKernel):
+    """Winograd F(2×2, 3×3) for 3×3, stride-1, dilation-1 convolutions; Numba im2col + GEMM otherwise.
+
+    Both the forward and the stride-1 input gradient (a 3×3 convolution of dY) use it;
+    the weight gradient stays im2col + GEMM. See ``conv_winograd`` and
+    docs/math/convolution.md, section 8. NumPy arrays only (CuPy: im2col).
+    """
+
+    name = "winograd"
+
+    @classmethod
+    def uses_winograd(cls, x, weight, geometry):
+        from . import conv_winograd
+        return backend.get_array_module(x) is np and conv_winograd.applies(geometry)
+
+    @classmethod
+    def forward(cls, x, weight, geometry):
+        if not cls.uses_winograd(x, weight, geometry):
+            return super().forward(x, weight, geometry)
+        from . import conv_winograd
+        return conv_winograd.conv2d(x, weight, geometry, lambda shape: _scratch(np, x, shape), BLOCK_BYTES)
+
+
+class AutoKernel(WinogradKernel):
+    """The default on the CPU: per convolution, the kernel measured fastest for its shape.
+
+    Winograd where it wins: 3×3 stride-1 convolutions with at least 32 input and output
+    channels and at least 256 tiles (2×2 output blocks) per sample; below that its 16
+    thin GEMMs and the transforms cost more than the 2.25× fewer multiplications save
+    (docs/performance.md, per-layer table). Numba im2col + GEMM for everything else.
+    """
+
+    name = "auto"
+
+    @classmethod
+    def uses_winograd(cls, x, weight, geometry):
+        O, C = weight.shape[:2]
+        Ho, Wo = geometry.output_size
+        return (super().uses_winograd(x, weight, geometry) and min(O, C) >= 32
+                and ((Ho + 1) // 2) * ((Wo + 1) // 2) >= 256)
+
+
+# Kernels by name: ``backend.use_kernel("conv2d", name)`` selects one; both conv2d and
+# conv_transpose2d are built from the three primitives of the selected kernel. The
+# teaching version, "im2col", stays runnable; "auto" picks per shape.
+CONV2D_KERNELS = {kernel.name: kernel for kernel in (Im2colKernel, NumbaIm2colKernel, WinogradKernel, AutoKernel)}
+DEFAULT_CONV2D_KERNEL = "auto"
 
 
 def _selected_kernel():
-    name = backend.kernel_for("conv2d", "im2col")
+    name = backend.kernel_for("conv2d", DEFAULT_CONV2D_KERNEL)
     if name not in CONV2D_KERNELS:
         available = ", ".join(repr(k) for k in sorted(CONV2D_KERNELS))
         raise ValueError(f"conv2d: unknown kernel {name!r}; available kernels: {available}")

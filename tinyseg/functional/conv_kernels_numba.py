@@ -1,0 +1,145 @@
+"""The compiled loops of the convolution kernels (Numba, CPU): im2col, and Winograd's transforms.
+
+Imported lazily, on the first convolution that needs it, so that ``import tinyseg`` does
+not pay for importing Numba. Every function is ``@njit(parallel=True, cache=True)``:
+``prange`` runs over independent channels and each output element has exactly one
+writer (no races; results do not depend on the thread count).
+
+Every function works on one *block* of the convolution (docs/math/convolution.md,
+section 7): im2col on output rows [i0, i1) of samples [n0, n1); Winograd on tile rows
+[g0, g1) counted over the whole batch (g = n·T_h + i). A block's work array is then a
+bounded size however large the image, which keeps peak memory down.
+
+Threads. OpenBLAS (the GEMMs) and Numba have separate thread pools, and on a 2-core
+machine they take turns within one convolution: transform, GEMM, transform. After a
+GEMM, OpenBLAS's idle threads keep spinning for a while, so a Numba parallel region
+that starts right after competes with them for the cores. With Numba's OpenMP layer the
+two pools fought badly (a Winograd convolution of (1, 64, 256, 256) took 680 ms
+instead of 50 ms); the "workqueue" layer, whose idle threads sleep, behaves, so it is
+chosen here unless NUMBA_THREADING_LAYER says otherwise.
+"""
+from __future__ import annotations
+
+import os
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
+
+# ----- im2col with the zero padding fused in
+
+@njit(parallel=True, cache=True)
+def im2col(x, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, top, left, out_w,
+           n0, n1, i0, i1, cols):
+    """cols[n−n0, (c,u,v), (i−i0)·W' + j] = x[n, c, s_h·i + d_h·u − top, s_w·j + d_w·v − left], 0 outside x.
+
+    For samples n0 <= n < n1 and output rows i0 <= i < i1, in one pass: no padded copy
+    of x. cols is (n1 − n0, C·k_h·k_w, (i1 − i0)·W'). One (n, c) per parallel iteration,
+    which writes the k_h·k_w rows of cols it owns.
+    """
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    rows = i1 - i0
+    for nc in prange((n1 - n0) * C):
+        n = nc // C
+        c = nc - n * C
+        image = x[n0 + n, c]
+        for u in range(kernel_h):
+            for v in range(kernel_w):
+                out = cols[n, (c * kernel_h + u) * kernel_w + v].reshape((rows, out_w))
+                # The output columns j whose input column s_w·j + shift lies inside x: j_lo <= j < j_hi.
+                shift = dilation_w * v - left
+                j_lo = min(out_w, max(0, (stride_w - 1 - shift) // stride_w))
+                j_hi = max(j_lo, min(out_w, (W - shift + stride_w - 1) // stride_w))
+                for i in range(rows):
+                    r = stride_h * (i0 + i) + dilation_h * u - top
+                    line = out[i]
+                    if r < 0 or r >= H:
+                        line[:] = 0
+                        continue
+                    line[:j_lo] = 0
+                    source = image[r]
+                    if stride_w == 1:
+                        line[j_lo:j_hi] = source[j_lo + shift:j_hi + shift]
+                    else:
+                        for j in range(j_lo, j_hi):
+                            line[j] = source[stride_w * j + shift]
+                    line[j_hi:] = 0
+
+
+# ----- Winograd F(2×2, 3×3): the input and output transforms (docs/math/convolution.md, section 8)
+
+@njit(parallel=True, cache=True)
+def winograd_input_transform(x, top, left, tiles_h, tiles_w, g0, g1, V):
+    """V[4a+b, c, (g−g0)·T_w + j] = (Bᵀ d B)[a, b] for the 4×4 tile d = x_pad[n, c, 2i:2i+4, 2j:2j+4].
+
+    g = n·T_h + i runs over tile rows g0 <= g < g1 of the whole batch. x_pad is x shifted
+    by (top, left) with zeros around (a negative amount crops), as far as the tiles reach.
+    Bᵀ = [[1,0,−1,0], [0,1,1,0], [0,−1,1,0], [0,1,0,−1]] is applied to the tile's rows,
+    then to its columns. x (N, C, H, W) -> V (16, C, (g1−g0)·T_w). One channel c per
+    parallel iteration.
+    """
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    width = 2 * tiles_w + 2
+    q_lo = min(max(left, 0), width)
+    q_hi = max(q_lo, min(W + left, width))
+    for c in prange(C):
+        rows = np.zeros((4, width), dtype=x.dtype)       # the tile row's 4 padded input rows
+        mixed = np.empty((4, width), dtype=x.dtype)      # Bᵀ · rows
+        for g in range(g0, g1):
+            n = g // tiles_h
+            i = g - n * tiles_h
+            for a in range(4):
+                r = 2 * i + a - top
+                if 0 <= r < H:
+                    rows[a, q_lo:q_hi] = x[n, c, r, q_lo - left:q_hi - left]
+                else:
+                    rows[a, q_lo:q_hi] = 0
+            for q in range(width):
+                mixed[0, q] = rows[0, q] - rows[2, q]
+                mixed[1, q] = rows[1, q] + rows[2, q]
+                mixed[2, q] = rows[2, q] - rows[1, q]
+                mixed[3, q] = rows[1, q] - rows[3, q]
+            first = (g - g0) * tiles_w
+            for a in range(4):
+                for j in range(tiles_w):
+                    d0, d1 = mixed[a, 2 * j], mixed[a, 2 * j + 1]
+                    d2, d3 = mixed[a, 2 * j + 2], mixed[a, 2 * j + 3]
+                    V[4 * a + 0, c, first + j] = d0 - d2
+                    V[4 * a + 1, c, first + j] = d1 + d2
+                    V[4 * a + 2, c, first + j] = d2 - d1
+                    V[4 * a + 3, c, first + j] = d1 - d3
+
+
+@njit(parallel=True, cache=True)
+def winograd_output_transform(M, tiles_h, tiles_w, g0, g1, y):
+    """y[n, o, 2i:2i+2, 2j:2j+2] = Aᵀ m A for m[a, b] = M[4a+b, o, (g−g0)·T_w + j], cropped to y.
+
+    g = n·T_h + i runs over tile rows g0 <= g < g1. Aᵀ = [[1,1,1,0], [0,1,−1,−1]]: the
+    2×2 outputs of each tile. M (16, O, (g1−g0)·T_w) -> y (N, O, H', W'); an odd H' or
+    W' drops the tiles' last row or column. One output channel o per parallel iteration.
+    """
+    O, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
+    for o in prange(O):
+        mixed = np.empty((2, 4, tiles_w), dtype=M.dtype)    # Aᵀ · m for each tile of the row
+        for g in range(g0, g1):
+            n = g // tiles_h
+            i = g - n * tiles_h
+            first = (g - g0) * tiles_w
+            for b in range(4):
+                for j in range(tiles_w):
+                    m0, m1 = M[b, o, first + j], M[4 + b, o, first + j]
+                    m2, m3 = M[8 + b, o, first + j], M[12 + b, o, first + j]
+                    mixed[0, b, j] = m0 + m1 + m2
+                    mixed[1, b, j] = m1 - m2 - m3
+            for a in range(2):
+                r = 2 * i + a
+                if r >= out_h:
+                    break
+                for j in range(tiles_w):
+                    y[n, o, r, 2 * j] = mixed[a, 0, j] + mixed[a, 1, j] + mixed[a, 2, j]
+                    if 2 * j + 1 < out_w:
+                        y[n, o, r, 2 * j + 1] = mixed[a, 1, j] - mixed[a, 2, j] - mixed[a, 3, j]
