@@ -18,9 +18,11 @@ def main():
     p.add_argument("--steps", type=int, default=5, help="timed steps per worker (after 2 warm-up steps)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="bench_out")
+    p.add_argument("--kernel", default=None, help="tinyseg's conv2d kernel: im2col, numba-im2col, winograd, auto")
+    p.add_argument("--block-mb", type=float, default=None, help="conv work-block size in MB (default 32)")
     args = p.parse_args()
     rows = bench.run(configs=args.configs, repeats=args.repeats, steps=args.steps, threads=args.threads,
-                     out_dir=args.out)
+                     out_dir=args.out, kernel=args.kernel, block_mb=args.block_mb)
     print()
     print(bench.markdown_table(rows))
 

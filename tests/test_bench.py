@@ -33,3 +33,40 @@ def test_markdown_table_has_one_row_per_measurement():
     table = bench.markdown_table(rows)
     lines = table.splitlines()
     assert len(lines) == 3 and "1.25" in lines[2] and lines[1].count("---") == lines[0].count("|") - 1
+
+
+def test_conv_layers_cover_every_convolution_of_the_network():
+    """The per-layer list holds each of the network's convolutions once: its FLOPs add up to conv_flops."""
+    base, batch, size = 4, 2, 32
+    layers = bench.conv_layers(base, batch, size)
+    flops = sum(2 * L["N"] * L["C"] * L["O"] * L["k"] ** 2 * L["size"] ** 2 * len(L["layers"]) for L in layers)
+    assert flops == bench.conv_flops(base, batch, size)
+    names = [name for L in layers for name in L["layers"]]
+    assert len(names) == len(set(names)) == 2 * 5 + 3 * 4 + 1
+
+
+def test_layer_worker_times_every_kernel_on_every_shape(monkeypatch):
+    monkeypatch.delenv("BENCH_KERNEL", raising=False)
+    result = bench.layer_worker("tinyseg", base=2, batch=1, size=16, repeats=1, kernels=["im2col", "auto"])
+    assert len(result["layers"]) == len(bench.conv_layers(2, 1, 16))
+    for layer in result["layers"]:
+        for name in ("im2col", "auto"):
+            assert set(layer[name]) == {"forward", "input_grad", "weight_grad"}
+            assert all(t > 0 for t in layer[name].values())
+    table = bench.layers_markdown([dict(r, config="tiny") for r in result["layers"]], ["im2col", "auto"])
+    assert table.count("\n") == len(result["layers"]) + 2       # header, rule, shapes, total
+
+
+def test_a_worker_runs_with_a_chosen_kernel_and_block_size(monkeypatch):
+    from tinyseg import backend
+    from tinyseg.functional import conv
+    monkeypatch.setenv("BENCH_KERNEL", "im2col")
+    monkeypatch.setenv("BENCH_BLOCK_MB", "0.01")
+    monkeypatch.setattr(conv, "BLOCK_BYTES", conv.BLOCK_BYTES)
+    try:
+        result = bench.worker("tinyseg", "train", base=2, batch=1, size=32, steps=1, warmup=0)
+        assert backend.kernel_for("conv2d", "auto") == "im2col"
+        assert conv.BLOCK_BYTES == int(0.01 * 2**20)
+    finally:
+        backend.set_kernel("conv2d", None)
+    assert len(result["times"]) == 1

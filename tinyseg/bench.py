@@ -165,11 +165,22 @@ def conv_flops(base, batch, size) -> float:
     return flops * batch
 
 
+def _configure_tinyseg():
+    """The conv2d kernel and block size a benchmark process runs with (BENCH_KERNEL, BENCH_BLOCK_MB)."""
+    from . import backend
+    from .functional import conv
+    if os.environ.get("BENCH_KERNEL"):
+        backend.set_kernel("conv2d", os.environ["BENCH_KERNEL"])
+    if os.environ.get("BENCH_BLOCK_MB"):
+        conv.BLOCK_BYTES = int(float(os.environ["BENCH_BLOCK_MB"]) * 2**20)
+
+
 def worker(framework, mode, base, batch, size, steps, warmup) -> dict:
     x, y = tinyseg_data(batch, size)
     times = []
     if framework == "tinyseg":
         import tinyseg as ts
+        _configure_tinyseg()
         model = tinyseg_model(base)
         if mode == "train":
             opt = ts.optim.Adam(model.parameters(), lr=1e-3)
@@ -214,9 +225,18 @@ def worker(framework, mode, base, batch, size, steps, warmup) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def _spawn(framework, mode, cfg, steps, warmup, threads) -> dict:
+def _worker_env(threads, kernel=None, block_mb=None):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads), BENCH_THREADS=str(threads))
+    if kernel:
+        env["BENCH_KERNEL"] = kernel
+    if block_mb:
+        env["BENCH_BLOCK_MB"] = str(block_mb)
+    return env
+
+
+def _spawn(framework, mode, cfg, steps, warmup, threads, kernel=None, block_mb=None) -> dict:
+    env = _worker_env(threads, kernel, block_mb)
     cmd = [sys.executable, "-m", "tinyseg.bench", "worker", framework, mode, str(cfg["base"]), str(cfg["batch"]),
            str(cfg["size"]), str(steps), str(warmup)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -233,8 +253,13 @@ def torch_available() -> bool:
         return False
 
 
-def run(configs=None, repeats=3, steps=5, warmup=2, threads=2, out_dir="bench_out", log=print) -> list[dict]:
-    """Alternate tinyseg / PyTorch worker processes for each config and mode; write table, JSON, chart."""
+def run(configs=None, repeats=3, steps=5, warmup=2, threads=2, out_dir="bench_out", log=print,
+        kernel=None, block_mb=None) -> list[dict]:
+    """Alternate tinyseg / PyTorch worker processes for each config and mode; write table, JSON, chart.
+
+    ``kernel`` and ``block_mb`` choose tinyseg's conv2d kernel and block size (default:
+    the library's defaults), to measure what each one buys.
+    """
     configs = configs or list(CONFIGS)
     frameworks = ["tinyseg"] + (["torch"] if torch_available() else [])
     if len(frameworks) == 1:
@@ -252,12 +277,12 @@ def run(configs=None, repeats=3, steps=5, warmup=2, threads=2, out_dir="bench_ou
             for r in range(repeats):
                 order = frameworks if r % 2 == 0 else frameworks[::-1]
                 for f in order:
-                    result = _spawn(f, mode, cfg, steps, warmup, threads)
+                    result = _spawn(f, mode, cfg, steps, warmup, threads, kernel, block_mb)
                     medians[f].append(statistics.median(result["times"]))
                     peaks[f].append(result["peak_rss_mb"])
             flops = conv_flops(cfg["base"], cfg["batch"] if mode == "train" else 1, cfg["size"])
             flops *= 3 if mode == "train" else 1          # backward ≈ 2× forward (dX and dW)
-            row = {"config": name, "mode": mode, **cfg}
+            row = {"config": name, "mode": mode, **cfg, "kernel": kernel or "default"}
             for f in frameworks:
                 med = statistics.median(medians[f])
                 row[f"{f}_ms"] = 1000 * med
@@ -312,6 +337,140 @@ def write_reports(rows, out_dir, threads):
                      "torch_ms": r.get("torch_ms")} for r in rows], os.path.join(out_dir, "bench.png"))
 
 
+# ----------------------------------------------------------------------------- per-layer timings
+
+def conv_layers(base, batch, size) -> list[dict]:
+    """The distinct conv2d shapes of the reference U-Net's training step, with where they occur."""
+    ch = [base * 2 ** i for i in range(DEPTH + 1)]
+    found: dict = {}
+
+    def add(name, cin, cout, s, k=3):
+        key = (batch, cin, cout, s, k)
+        found.setdefault(key, []).append(name)
+
+    for i in range(DEPTH + 1):
+        s = size // 2 ** i
+        add(f"enc{i}.conv1", 1 if i == 0 else ch[i - 1], ch[i], s)
+        add(f"enc{i}.conv2", ch[i], ch[i], s)
+    for i in reversed(range(DEPTH)):
+        s = size // 2 ** i
+        add(f"up{i}.conv", ch[i + 1], ch[i], s)
+        add(f"dec{i}.conv1", 2 * ch[i], ch[i], s)
+        add(f"dec{i}.conv2", ch[i], ch[i], s)
+    add("head", ch[0], 1, size, k=1)
+    return [{"N": N, "C": C, "O": O, "size": S, "k": k, "layers": names}
+            for (N, C, O, S, k), names in found.items()]
+
+
+def _median_ms(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def layer_worker(framework, base, batch, size, repeats, kernels) -> dict:
+    """Forward, input-gradient and weight-gradient time of each conv shape (one process)."""
+    rng = np.random.default_rng(0)
+    results = []
+    if framework == "tinyseg":
+        _configure_tinyseg()
+        from .functional import conv
+    else:
+        import torch
+        torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    for layer in conv_layers(base, batch, size):
+        N, C, O, S, k = layer["N"], layer["C"], layer["O"], layer["size"], layer["k"]
+        x = rng.standard_normal((N, C, S, S)).astype(np.float32)
+        w = (rng.standard_normal((O, C, k, k)) * 0.1).astype(np.float32)
+        dy = rng.standard_normal((N, O, S, S)).astype(np.float32)
+        row = dict(layer)
+        if framework == "tinyseg":
+            p = k // 2
+            geometry = conv._ConvGeometry.for_conv2d((S, S), (k, k), (1, 1), ((p, p), (p, p)), (1, 1))
+            for name in kernels:
+                kernel = conv.CONV2D_KERNELS[name]
+                row[name] = {"forward": _median_ms(lambda: kernel.forward(x, w, geometry), repeats),
+                             "input_grad": _median_ms(lambda: kernel.input_grad(dy, w, geometry), repeats),
+                             "weight_grad": _median_ms(lambda: kernel.weight_grad(x, dy, geometry), repeats)}
+        else:
+            xt, wt, dyt = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(dy)
+            args = (dyt, xt, wt, None, [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], 1)
+            backward = torch.ops.aten.convolution_backward
+            with torch.no_grad():
+                row["torch"] = {
+                    "forward": _median_ms(lambda: torch.nn.functional.conv2d(xt, wt, padding=k // 2), repeats),
+                    "input_grad": _median_ms(lambda: backward(*args, [True, False, False]), repeats),
+                    "weight_grad": _median_ms(lambda: backward(*args, [False, True, False]), repeats)}
+        results.append(row)
+    return {"framework": framework, "layers": results}
+
+
+def run_layers(configs=None, repeats=5, threads=2, out_dir="bench_out", log=print, kernels=None) -> list[dict]:
+    """Per-layer conv timings of each config: every tinyseg kernel and, when installed, PyTorch."""
+    from .functional import conv
+    configs = configs or list(CONFIGS)
+    kernels = kernels or sorted(conv.CONV2D_KERNELS)
+    frameworks = ["tinyseg"] + (["torch"] if torch_available() else [])
+    rows = []
+    for name in configs:
+        cfg = CONFIGS[name]
+        merged = None
+        for f in frameworks:
+            cmd = [sys.executable, "-m", "tinyseg.bench", "layers", f, str(cfg["base"]), str(cfg["batch"]),
+                   str(cfg["size"]), str(repeats), ",".join(kernels)]
+            out = subprocess.run(cmd, env=_worker_env(threads), capture_output=True, text=True, check=False)
+            if out.returncode != 0:
+                raise RuntimeError(f"benchmark worker failed: {' '.join(cmd)}\n{out.stderr[-2000:]}")
+            layers = json.loads(out.stdout.strip().splitlines()[-1])["layers"]
+            merged = layers if merged is None else [{**a, **b} for a, b in zip(merged, layers)]
+        for layer in merged:
+            layer["config"] = name
+            rows.append(layer)
+            log(_format_layer(layer, kernels))
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "layers.json"), "w") as f:
+        json.dump({"kernels": kernels, "rows": rows}, f, indent=2)
+    with open(os.path.join(out_dir, "layers.md"), "w") as f:
+        f.write(layers_markdown(rows, kernels) + "\n")
+    return rows
+
+
+def _step_ms(times):
+    return times["forward"] + times["input_grad"] + times["weight_grad"]
+
+
+def _format_layer(layer, kernels):
+    text = f"{layer['config']:<11} N{layer['N']} {layer['C']:>4}->{layer['O']:<4} {layer['size']:>3}² k{layer['k']}"
+    for name in kernels + (["torch"] if "torch" in layer else []):
+        text += f"  {name} {_step_ms(layer[name]):7.1f}"
+    return text + " ms (fwd+dX+dW)"
+
+
+def layers_markdown(rows, kernels) -> str:
+    """One line per conv shape: forward / dX / dW in ms per kernel and PyTorch, and the count in the network."""
+    names = kernels + (["torch"] if rows and "torch" in rows[0] else [])
+    head = "| config | shape (N, C→O, size², k) | × | " + " | ".join(f"{n} fwd / dX / dW ms" for n in names) + " |"
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    totals = {}
+    for r in rows:
+        cells = []
+        for n in names:
+            t = r[n]
+            cells.append(f"{t['forward']:.1f} / {t['input_grad']:.1f} / {t['weight_grad']:.1f}")
+            totals.setdefault(r["config"], {}).setdefault(n, 0.0)
+            totals[r["config"]][n] += len(r["layers"]) * _step_ms(t)
+        lines.append(f"| {r['config']} | {r['N']}, {r['C']}→{r['O']}, {r['size']}², {r['k']}×{r['k']} | "
+                     f"{len(r['layers'])} | " + " | ".join(cells) + " |")
+    for config, per_kernel in totals.items():
+        lines.append(f"| {config} | **all convs of one step** | | "
+                     + " | ".join(f"**{per_kernel[n]:.0f}**" for n in names) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tinyseg.bench")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -320,8 +479,16 @@ def main(argv=None):
         w.add_argument(name)
     for name in ("base", "batch", "size", "steps", "warmup"):
         w.add_argument(name, type=int)
+    layers = sub.add_parser("layers")
+    layers.add_argument("framework")
+    for name in ("base", "batch", "size", "repeats"):
+        layers.add_argument(name, type=int)
+    layers.add_argument("kernels")
     args = parser.parse_args(argv)
-    result = worker(args.framework, args.mode, args.base, args.batch, args.size, args.steps, args.warmup)
+    if args.cmd == "worker":
+        result = worker(args.framework, args.mode, args.base, args.batch, args.size, args.steps, args.warmup)
+    else:
+        result = layer_worker(args.framework, args.base, args.batch, args.size, args.repeats, args.kernels.split(","))
     print(json.dumps(result))
 
 

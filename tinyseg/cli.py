@@ -242,7 +242,11 @@ def _gradcheck(args) -> int:
 
 def _bench(args) -> int:
     from . import bench
-    bench.run(configs=args.configs, repeats=args.repeats, steps=args.steps, threads=args.threads, out_dir=args.out)
+    if args.layers:
+        bench.run_layers(configs=args.configs, repeats=args.repeats, threads=args.threads, out_dir=args.out)
+    else:
+        bench.run(configs=args.configs, repeats=args.repeats, steps=args.steps, threads=args.threads,
+                  out_dir=args.out, kernel=args.kernel, block_mb=args.block_mb)
     return 0
 
 
@@ -315,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="bench_out")
+    p.add_argument("--layers", action="store_true", help="per-layer conv timings of every kernel instead")
+    p.add_argument("--kernel", default=None, help="tinyseg's conv2d kernel (default: auto)")
+    p.add_argument("--block-mb", type=float, default=None, help="conv work-block size in MB (default: 32)")
     p.set_defaults(handler=_bench)
     return parser
 

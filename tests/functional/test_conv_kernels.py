@@ -154,13 +154,15 @@ def test_winograd_float32_accuracy():
 
 def test_auto_sends_only_wide_3x3_stride_1_convolutions_to_winograd():
     auto = conv.AutoKernel
-    x = np.zeros((1, 32, 32, 32), np.float32)
-    same3 = _ConvGeometry.for_conv2d((32, 32), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1))
-    assert auto.uses_winograd(x, np.zeros((32, 32, 3, 3), np.float32), same3)           # 256 tiles, 32 channels
+    x = np.zeros((1, 32, 16, 16), np.float32)
+    same3 = _ConvGeometry.for_conv2d((16, 16), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1))
+    assert auto.uses_winograd(x, np.zeros((32, 32, 3, 3), np.float32), same3)           # 64 tiles, 32 channels
     assert not auto.uses_winograd(x, np.zeros((16, 32, 3, 3), np.float32), same3)       # 16 output channels
-    small = _ConvGeometry.for_conv2d((30, 30), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1))
-    assert not auto.uses_winograd(x[:, :, :30, :30], np.zeros((32, 32, 3, 3), np.float32), small)   # 225 tiles
-    strided = _ConvGeometry.for_conv2d((32, 32), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1))
+    assert not auto.uses_winograd(x[:, :16], np.zeros((32, 16, 3, 3), np.float32), same3)   # 16 input channels
+    small = _ConvGeometry.for_conv2d((14, 14), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1))
+    assert not auto.uses_winograd(x[:, :, :14, :14], np.zeros((32, 32, 3, 3), np.float32), small)   # 49 tiles
+    assert auto.uses_winograd(np.zeros((2, 32, 14, 14), np.float32), np.zeros((32, 32, 3, 3), np.float32), small)
+    strided = _ConvGeometry.for_conv2d((16, 16), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1))
     assert not auto.uses_winograd(x, np.zeros((32, 32, 3, 3), np.float32), strided)
     assert conv.DEFAULT_CONV2D_KERNEL == "auto"
 

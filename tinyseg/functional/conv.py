@@ -369,9 +369,10 @@ class AutoKernel(WinogradKernel):
     """The default on the CPU: per convolution, the kernel measured fastest for its shape.
 
     Winograd where it wins: 3×3 stride-1 convolutions with at least 32 input and output
-    channels and at least 256 tiles (2×2 output blocks) per sample; below that its 16
-    thin GEMMs and the transforms cost more than the 2.25× fewer multiplications save
-    (docs/performance.md, per-layer table). Numba im2col + GEMM for everything else.
+    channels and at least 64 tiles (2×2 output blocks) in the batch; with 16 channels its
+    16 thin GEMMs and the transforms cost more than the 2.25× fewer multiplications save
+    (measured 0.8× the speed of im2col; 1.1–1.8× faster from 32 channels on;
+    docs/performance.md). Numba im2col + GEMM for everything else.
     """
 
     name = "auto"
@@ -381,7 +382,7 @@ class AutoKernel(WinogradKernel):
         O, C = weight.shape[:2]
         Ho, Wo = geometry.output_size
         return (super().uses_winograd(x, weight, geometry) and min(O, C) >= 32
-                and ((Ho + 1) // 2) * ((Wo + 1) // 2) >= 256)
+                and x.shape[0] * ((Ho + 1) // 2) * ((Wo + 1) // 2) >= 64)
 
 
 # Kernels by name: ``backend.use_kernel("conv2d", name)`` selects one; both conv2d and
