@@ -77,6 +77,31 @@ def test_backward_releases_saved_buffers():
     assert y._creator is None
 
 
+def test_backward_frees_intermediate_activations_during_the_walk():
+    """An intermediate tensor nobody holds is freed once the walk has passed it, not at the
+    end of backward (the activations of a U-Net then do not all stay alive with the gradients)."""
+    seen_alive = []
+
+    class Probe(ts.Function):       # identity; its backward runs after every node above it
+        def forward(self, x):
+            return x
+
+        def backward(self, grad):
+            seen_alive.append(intermediate() is not None)
+            return grad
+
+    x = leaf(np.ones((8, 8)))
+    p = Probe()(x)
+    a = p * 2.0
+    intermediate = weakref.ref(a)
+    loss = (a * 3.0).sum()
+    del a
+    assert intermediate() is not None          # still held by the graph
+    loss.backward()
+    assert seen_alive == [False]
+    np.testing.assert_allclose(x.grad, 6.0)
+
+
 def test_no_grad_builds_no_graph():
     a = leaf([1.0, 2.0])
     with ts.no_grad():

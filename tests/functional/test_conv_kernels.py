@@ -7,8 +7,7 @@ Checked three ways: each primitive (forward, weight_grad, input_grad) against it
 definition written with loops over the kernel taps; the ops conv2d / conv_transpose2d
 against ``reference.py`` with the adjoint identities (hypothesis); and gradcheck in
 float64. Also: float32 accuracy of Winograd, which convolutions "auto" sends to
-Winograd, and results that do not depend on the block size bit for bit where the
-arithmetic is the same.
+Winograd, and how convolutions are cut into blocks.
 """
 import numpy as np
 import pytest
@@ -150,20 +149,27 @@ def test_winograd_float32_accuracy():
     dx32 = kernel.input_grad(dy.astype(np.float32), w.astype(np.float32), geometry)
     exact_dx = input_grad_definition(dy, w, geometry)
     assert np.abs(dx32 - exact_dx).max() <= 1e-5 * np.abs(exact_dx).max()
+    dw32 = kernel.weight_grad(x.astype(np.float32), dy.astype(np.float32), geometry)
+    exact_dw = weight_grad_definition(x, dy, geometry)
+    assert np.abs(dw32 - exact_dw).max() <= 1e-5 * np.abs(exact_dw).max()
 
 
 def test_auto_sends_only_wide_3x3_stride_1_convolutions_to_winograd():
     auto = conv.AutoKernel
     x = np.zeros((1, 32, 16, 16), np.float32)
     same3 = _ConvGeometry.for_conv2d((16, 16), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1))
-    assert auto.uses_winograd(x, np.zeros((32, 32, 3, 3), np.float32), same3)           # 64 tiles, 32 channels
-    assert not auto.uses_winograd(x, np.zeros((16, 32, 3, 3), np.float32), same3)       # 16 output channels
-    assert not auto.uses_winograd(x[:, :16], np.zeros((32, 16, 3, 3), np.float32), same3)   # 16 input channels
+    assert auto.uses_winograd(x, 32, same3)           # 64 tiles, 32 channels
+    assert not auto.uses_winograd(x, 16, same3)       # 16 output channels
+    assert not auto.uses_winograd(x[:, :16], 32, same3)   # 16 input channels
     small = _ConvGeometry.for_conv2d((14, 14), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1))
-    assert not auto.uses_winograd(x[:, :, :14, :14], np.zeros((32, 32, 3, 3), np.float32), small)   # 49 tiles
-    assert auto.uses_winograd(np.zeros((2, 32, 14, 14), np.float32), np.zeros((32, 32, 3, 3), np.float32), small)
+    assert not auto.uses_winograd(x[:, :, :14, :14], 32, small)   # 49 tiles
+    assert auto.uses_winograd(np.zeros((2, 32, 14, 14), np.float32), 32, small)
     strided = _ConvGeometry.for_conv2d((16, 16), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1))
-    assert not auto.uses_winograd(x, np.zeros((32, 32, 3, 3), np.float32), strided)
+    assert not auto.uses_winograd(x, 32, strided)
+    # the transformed kernel 16·O·C must fit in half a work block (1024 channels: 64 MB)
+    wide = np.zeros((1, 1024, 16, 16), np.float32)
+    assert not auto.uses_winograd(wide, 1024, same3)
+    assert auto.uses_winograd(wide[:, :512], 512, same3)
     assert conv.DEFAULT_CONV2D_KERNEL == "auto"
 
 

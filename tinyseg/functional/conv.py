@@ -345,24 +345,32 @@ class NumbaIm2colKernel(Im2colKernel):
 class WinogradKernel(NumbaIm2colKernel):
     """Winograd F(2×2, 3×3) for 3×3, stride-1, dilation-1 convolutions; Numba im2col + GEMM otherwise.
 
-    Both the forward and the stride-1 input gradient (a 3×3 convolution of dY) use it;
-    the weight gradient stays im2col + GEMM. See ``conv_winograd`` and
-    docs/math/convolution.md, section 8. NumPy arrays only (CuPy: im2col).
+    All three primitives: the forward, the stride-1 input gradient (a 3×3 convolution of
+    dY with the flipped kernel) and the weight gradient (through the adjoints of the
+    transforms). See ``conv_winograd`` and docs/math/convolution.md, section 8. NumPy
+    arrays only (CuPy: im2col).
     """
 
     name = "winograd"
 
     @classmethod
-    def uses_winograd(cls, x, weight, geometry):
+    def uses_winograd(cls, x, out_channels, geometry):
         from . import conv_winograd
         return backend.get_array_module(x) is np and conv_winograd.applies(geometry)
 
     @classmethod
     def forward(cls, x, weight, geometry):
-        if not cls.uses_winograd(x, weight, geometry):
+        if not cls.uses_winograd(x, weight.shape[0], geometry):
             return super().forward(x, weight, geometry)
         from . import conv_winograd
         return conv_winograd.conv2d(x, weight, geometry, lambda shape: _scratch(np, x, shape), BLOCK_BYTES)
+
+    @classmethod
+    def weight_grad(cls, x, grad, geometry):
+        if not cls.uses_winograd(x, grad.shape[1], geometry):
+            return super().weight_grad(x, grad, geometry)
+        from . import conv_winograd
+        return conv_winograd.weight_grad(x, grad, geometry, lambda shape: _scratch(np, x, shape), BLOCK_BYTES)
 
 
 class AutoKernel(WinogradKernel):
@@ -372,17 +380,21 @@ class AutoKernel(WinogradKernel):
     channels and at least 64 tiles (2×2 output blocks) in the batch; with 16 channels its
     16 thin GEMMs and the transforms cost more than the 2.25× fewer multiplications save
     (measured 0.8× the speed of im2col; 1.1–1.8× faster from 32 channels on;
-    docs/performance.md). Numba im2col + GEMM for everything else.
+    docs/performance.md). Not when the transformed kernel U (16·O·C values) would take
+    more than half a work block: with 1024 channels U is 64 MB, which raised the B64
+    U-Net's peak memory by that much, for a 1.04–1.10× faster layer. Numba im2col + GEMM
+    for everything else.
     """
 
     name = "auto"
 
     @classmethod
-    def uses_winograd(cls, x, weight, geometry):
-        O, C = weight.shape[:2]
+    def uses_winograd(cls, x, out_channels, geometry):
+        O, C = out_channels, x.shape[1]
         Ho, Wo = geometry.output_size
-        return (super().uses_winograd(x, weight, geometry) and min(O, C) >= 32
-                and x.shape[0] * ((Ho + 1) // 2) * ((Wo + 1) // 2) >= 64)
+        return (super().uses_winograd(x, out_channels, geometry) and min(O, C) >= 32
+                and x.shape[0] * ((Ho + 1) // 2) * ((Wo + 1) // 2) >= 64
+                and 16 * O * C * x.itemsize <= BLOCK_BYTES // 2)
 
 
 # Kernels by name: ``backend.use_kernel("conv2d", name)`` selects one; both conv2d and

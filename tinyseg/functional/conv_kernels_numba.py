@@ -143,3 +143,41 @@ def winograd_output_transform(M, tiles_h, tiles_w, g0, g1, y):
                     y[n, o, r, 2 * j] = mixed[a, 0, j] + mixed[a, 1, j] + mixed[a, 2, j]
                     if 2 * j + 1 < out_w:
                         y[n, o, r, 2 * j + 1] = mixed[a, 1, j] - mixed[a, 2, j] - mixed[a, 3, j]
+
+
+@njit(parallel=True, cache=True)
+def winograd_output_transform_adjoint(dy, tiles_h, tiles_w, g0, g1, dM):
+    """dM[4a+b, o, (g−g0)·T_w + j] = (A e Aᵀ)[a, b] for the 2×2 block e = dY[n, o, 2i:2i+2, 2j:2j+2].
+
+    The adjoint of ``winograd_output_transform`` (used by the weight gradient): A = (Aᵀ)ᵀ =
+    [[1, 0], [1, 1], [1, −1], [0, −1]], and outputs beyond dY (an odd H' or W') count as 0.
+    g = n·T_h + i runs over tile rows g0 <= g < g1. dY (N, O, H', W') ->
+    dM (16, O, (g1−g0)·T_w). One output channel o per parallel iteration.
+    """
+    O, out_h, out_w = dy.shape[1], dy.shape[2], dy.shape[3]
+    width = 2 * tiles_w
+    for o in prange(O):
+        rows = np.zeros((2, width), dtype=dy.dtype)       # the tile row's 2 output rows, 0 beyond W'
+        mixed = np.empty((4, width), dtype=dy.dtype)      # A · rows: (e0, e0 + e1, e0 − e1, −e1)
+        for g in range(g0, g1):
+            n = g // tiles_h
+            i = g - n * tiles_h
+            for a in range(2):
+                r = 2 * i + a
+                if r < out_h:
+                    rows[a, :out_w] = dy[n, o, r, :]
+                else:
+                    rows[a, :out_w] = 0
+            for q in range(width):
+                mixed[0, q] = rows[0, q]
+                mixed[1, q] = rows[0, q] + rows[1, q]
+                mixed[2, q] = rows[0, q] - rows[1, q]
+                mixed[3, q] = -rows[1, q]
+            first = (g - g0) * tiles_w
+            for a in range(4):          # (A · e) · Aᵀ: the same combination of each tile's two columns
+                for j in range(tiles_w):
+                    c0, c1 = mixed[a, 2 * j], mixed[a, 2 * j + 1]
+                    dM[4 * a + 0, o, first + j] = c0
+                    dM[4 * a + 1, o, first + j] = c0 + c1
+                    dM[4 * a + 2, o, first + j] = c0 - c1
+                    dM[4 * a + 3, o, first + j] = -c1

@@ -44,6 +44,13 @@ def transformed_kernel(weight):
     return (KERNEL_TRANSFORM.astype(weight.dtype) @ taps.T).reshape(16, O, C)
 
 
+def _tile_row_blocks(N, tiles_h, tiles_w, channels, itemsize, block_bytes):
+    """Ranges [g0, g1) of tile rows (over the whole batch) whose 16·channels work values fit in block_bytes."""
+    per_block = max(1, block_bytes // (16 * channels * tiles_w * itemsize))
+    for g0 in range(0, N * tiles_h, per_block):
+        yield g0, min(N * tiles_h, g0 + per_block)
+
+
 def conv2d(x, weight, geometry, scratch, block_bytes):
     """y = conv2d(x, W) for a 3×3, stride-1, dilation-1 geometry: (N, C, H, W) -> (N, O, H', W').
 
@@ -62,10 +69,7 @@ def conv2d(x, weight, geometry, scratch, block_bytes):
     U = transformed_kernel(weight)
     (top, _), (left, _) = geometry.padding
     y = np.empty((N, O, out_h, out_w), dtype=x.dtype)
-    bytes_per_tile_row = 16 * (C + O) * tiles_w * x.itemsize
-    per_block = max(1, block_bytes // bytes_per_tile_row)
-    for g0 in range(0, N * tiles_h, per_block):
-        g1 = min(N * tiles_h, g0 + per_block)
+    for g0, g1 in _tile_row_blocks(N, tiles_h, tiles_w, C + O, x.itemsize, block_bytes):
         tiles = (g1 - g0) * tiles_w
         work = scratch((16 * (C + O) * tiles,))
         V = work[:16 * C * tiles].reshape(16, C, tiles)
@@ -74,3 +78,36 @@ def conv2d(x, weight, geometry, scratch, block_bytes):
         np.matmul(U, V, out=M)
         compiled.winograd_output_transform(M, tiles_h, tiles_w, g0, g1, y)
     return y
+
+
+def weight_grad(x, grad, geometry, scratch, block_bytes):
+    """dW of y = conv2d(x, W) for a 3×3, stride-1, dilation-1 geometry: -> (O, C, 3, 3).
+
+    The forward is linear in U (M[ξ] = U[ξ]·V[ξ], then y = the output transform of M), so
+    by the chain rule, with the adjoints of the two transforms:
+
+        dM[ξ] = (A · dY_tile · Aᵀ)[ξ]        dU[ξ] = Σ_tiles dM[ξ] · V[ξ]ᵀ  (O, C)
+        dW[o, c] = Gᵀ · dU[o, c] · G         (the adjoint of U = G W Gᵀ)
+
+    16 GEMMs of 16·O·C·(H'·W'/4) multiply-adds against im2col's 9·O·C·H'·W'.
+    docs/math/convolution.md, section 8.
+    """
+    from . import conv_kernels_numba as compiled
+
+    x, grad = np.ascontiguousarray(x), np.ascontiguousarray(grad)
+    N, C = x.shape[:2]
+    O = grad.shape[1]
+    out_h, out_w = geometry.output_size
+    tiles_h, tiles_w = (out_h + 1) // 2, (out_w + 1) // 2
+    (top, _), (left, _) = geometry.padding
+    dU = np.zeros((16, O, C), dtype=x.dtype)
+    for g0, g1 in _tile_row_blocks(N, tiles_h, tiles_w, C + O, x.itemsize, block_bytes):
+        tiles = (g1 - g0) * tiles_w
+        work = scratch((16 * (C + O) * tiles,))
+        V = work[:16 * C * tiles].reshape(16, C, tiles)
+        dM = work[16 * C * tiles:].reshape(16, O, tiles)
+        compiled.winograd_input_transform(x, top, left, tiles_h, tiles_w, g0, g1, V)
+        compiled.winograd_output_transform_adjoint(grad, tiles_h, tiles_w, g0, g1, dM)
+        dU += np.matmul(dM, V.transpose(0, 2, 1))
+    dW = KERNEL_TRANSFORM.T.astype(x.dtype) @ dU.reshape(16, O * C)         # (9, O·C)
+    return np.ascontiguousarray(dW.reshape(3, 3, O, C).transpose(2, 3, 0, 1))
