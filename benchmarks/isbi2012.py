@@ -16,9 +16,8 @@ import json
 import time
 from pathlib import Path
 
+import tinyseg as ts      # before NumPy: tinyseg tells OpenBLAS to let its idle threads sleep
 import numpy as np
-
-import tinyseg as ts
 from tinyseg.data import DataLoader, FolderDataset, Subset
 from tinyseg.data import transforms as T
 from tinyseg.inference import predict

@@ -11,9 +11,8 @@ import argparse
 import time
 from pathlib import Path
 
+import tinyseg as ts      # before NumPy: tinyseg tells OpenBLAS to let its idle threads sleep
 import numpy as np
-
-import tinyseg as ts
 import tinyseg.functional as F
 from tinyseg.data import DataLoader, FolderDataset, SyntheticPhantoms, split
 from tinyseg.data import transforms as T

@@ -5,6 +5,16 @@
     x = ts.Tensor(array, requires_grad=True)
 """
 import importlib
+import os
+
+# OpenBLAS's idle threads keep spinning for about 0.1 s after every matrix product
+# (2^28 cycles). tinyseg's Numba kernels (im2col, the Winograd transforms) run between
+# the products, so on a 2-core machine a spinning OpenBLAS thread took a core from them:
+# measured, the B32 U-Net training step went from 1.98 s to 1.49 s and the B64 one from
+# 2.56 s to 2.28 s when the threads sleep right away (docs/performance.md). OpenBLAS
+# reads this once, when NumPy loads it: it works when tinyseg is imported before NumPy,
+# or when the variable is set in the shell. A value the user set is kept.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from .tensor import Function, Tensor, is_grad_enabled, no_grad
 from .random import manual_seed

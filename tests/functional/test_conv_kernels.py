@@ -88,8 +88,9 @@ GEOMETRIES = [
     ((2, 2, 3, 13, 12), (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1)),      # U-Net's up-convolution geometry
     ((2, 4, 5, 8, 8), (1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1)),        # 1×1 head
     ((1, 3, 2, 9, 14), (2, 3), (3, 1), ((1, 0), (0, 1)), (1, 2)),       # everything asymmetric
-    ((1, 32, 32, 33, 32), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),    # "auto" takes Winograd here
-    ((2, 33, 40, 34, 31), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),    # ... and here (odd output width)
+    ((1, 32, 32, 33, 32), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),    # wider layers
+    ((2, 33, 40, 34, 31), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),    # (odd output width)
+    ((4, 128, 128, 16, 15), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),  # "auto" takes Winograd here
 ]
 
 
@@ -113,6 +114,20 @@ def test_primitives_match_their_definitions(name, case, block_bytes):
     np.testing.assert_allclose(kernel.weight_grad(x, dy, geometry), weight_grad_definition(x, dy, geometry),
                                rtol=1e-11, atol=1e-11)
     np.testing.assert_allclose(kernel.input_grad(dy, w, geometry), input_grad_definition(dy, w, geometry),
+                               rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("case", GEOMETRIES, ids=lambda c: "x{}-k{}-s{}-p{}-d{}".format(*c))
+def test_auto_with_numba_im2col_for_every_size(case, monkeypatch):
+    """"auto" builds small im2col matrices with NumPy and large ones with Numba: force Numba."""
+    monkeypatch.setattr(conv, "NUMBA_IM2COL_MIN_BYTES", 0)
+    monkeypatch.setattr(conv, "BLOCK_BYTES", 3000)
+    geometry, x, w, dy = geometry_case(case)
+    np.testing.assert_allclose(conv.AutoKernel.forward(x, w, geometry), forward_definition(x, w, geometry),
+                               rtol=0, atol=1e-12 * np.abs(x).sum(axis=(1, 2, 3)).max())
+    np.testing.assert_allclose(conv.AutoKernel.weight_grad(x, dy, geometry), weight_grad_definition(x, dy, geometry),
+                               rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(conv.AutoKernel.input_grad(dy, w, geometry), input_grad_definition(dy, w, geometry),
                                rtol=1e-11, atol=1e-11)
 
 
@@ -154,22 +169,24 @@ def test_winograd_float32_accuracy():
     assert np.abs(dw32 - exact_dw).max() <= 1e-5 * np.abs(exact_dw).max()
 
 
-def test_auto_sends_only_wide_3x3_stride_1_convolutions_to_winograd():
+def test_auto_sends_only_large_3x3_stride_1_convolutions_to_winograd():
     auto = conv.AutoKernel
-    x = np.zeros((1, 32, 16, 16), np.float32)
-    same3 = _ConvGeometry.for_conv2d((16, 16), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1))
-    assert auto.uses_winograd(x, 32, same3)           # 64 tiles, 32 channels
-    assert not auto.uses_winograd(x, 16, same3)       # 16 output channels
-    assert not auto.uses_winograd(x[:, :16], 32, same3)   # 16 input channels
-    small = _ConvGeometry.for_conv2d((14, 14), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1))
-    assert not auto.uses_winograd(x[:, :, :14, :14], 32, small)   # 49 tiles
-    assert auto.uses_winograd(np.zeros((2, 32, 14, 14), np.float32), 32, small)
-    strided = _ConvGeometry.for_conv2d((16, 16), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1))
-    assert not auto.uses_winograd(x, 32, strided)
-    # the transformed kernel 16·O·C must fit in half a work block (1024 channels: 64 MB)
-    wide = np.zeros((1, 1024, 16, 16), np.float32)
-    assert not auto.uses_winograd(wide, 1024, same3)
-    assert auto.uses_winograd(wide[:, :512], 512, same3)
+
+    def winograd(N, C, O, S, primitive="forward", stride=1):
+        geometry = _ConvGeometry.for_conv2d((S, S), (3, 3), (stride, stride), ((1, 1), (1, 1)), (1, 1))
+        return auto.uses_winograd(np.zeros((N, C, S, S), np.float32), O, geometry, primitive)
+
+    assert winograd(4, 64, 64, 32) and winograd(4, 64, 64, 32, "weight_grad")   # 1024 tiles, 2^22 per GEMM
+    assert winograd(1, 64, 64, 64)
+    assert not winograd(1, 32, 32, 64)            # 1024 tiles but only 2^20 per GEMM
+    assert not winograd(4, 16, 64, 64)            # 16 input channels
+    assert not winograd(4, 64, 16, 64)            # 16 output channels
+    assert winograd(1, 512, 512, 16)              # 64 tiles, 2^24 per GEMM, U = 16 MB
+    assert not winograd(1, 512, 512, 16, "weight_grad")       # the weight gradient wants 256 tiles
+    assert not winograd(1, 1024, 1024, 16)        # U = 64 MB: more than half a work block
+    assert not winograd(4, 64, 64, 32, stride=2)
+    geometry, x, w, dy = geometry_case(GEOMETRIES[-1])        # the test case meant to take Winograd
+    assert auto.uses_winograd(x, w.shape[0], geometry) and auto.uses_winograd(x, w.shape[0], geometry, "weight_grad")
     assert conv.DEFAULT_CONV2D_KERNEL == "auto"
 
 

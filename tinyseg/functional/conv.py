@@ -354,7 +354,8 @@ class WinogradKernel(NumbaIm2colKernel):
     name = "winograd"
 
     @classmethod
-    def uses_winograd(cls, x, out_channels, geometry):
+    def uses_winograd(cls, x, out_channels, geometry, primitive="forward"):
+        """Whether ``primitive`` ("forward" or "weight_grad") of this convolution runs as Winograd."""
         from . import conv_winograd
         return backend.get_array_module(x) is np and conv_winograd.applies(geometry)
 
@@ -367,7 +368,7 @@ class WinogradKernel(NumbaIm2colKernel):
 
     @classmethod
     def weight_grad(cls, x, grad, geometry):
-        if not cls.uses_winograd(x, grad.shape[1], geometry):
+        if not cls.uses_winograd(x, grad.shape[1], geometry, "weight_grad"):
             return super().weight_grad(x, grad, geometry)
         from . import conv_winograd
         return conv_winograd.weight_grad(x, grad, geometry, lambda shape: _scratch(np, x, shape), BLOCK_BYTES)
@@ -376,25 +377,47 @@ class WinogradKernel(NumbaIm2colKernel):
 class AutoKernel(WinogradKernel):
     """The default on the CPU: per convolution, the kernel measured fastest for its shape.
 
-    Winograd where it wins: 3×3 stride-1 convolutions with at least 32 input and output
-    channels and at least 64 tiles (2×2 output blocks) in the batch; with 16 channels its
-    16 thin GEMMs and the transforms cost more than the 2.25× fewer multiplications save
-    (measured 0.8× the speed of im2col; 1.1–1.8× faster from 32 channels on;
-    docs/performance.md). Not when the transformed kernel U (16·O·C values) would take
-    more than half a work block: with 1024 channels U is 64 MB, which raised the B64
-    U-Net's peak memory by that much, for a 1.04–1.10× faster layer. Numba im2col + GEMM
-    for everything else.
+    Winograd for 3×3 stride-1 convolutions with enough work to pay for its transforms:
+    at least 32 input and output channels (with 16, its 16 thin GEMMs lose: 0.8× the
+    speed of im2col), O·C·tiles >= 2^22 (the multiply-adds of each of its 16 GEMMs), at least 64
+    tiles (2×2 output blocks) in the batch, 256 for the weight gradient (whose 16 GEMMs
+    sum over the tiles: with 64 they are too short). Measured per layer: every shape
+    past these limits ran 1.1–2.4× faster than im2col, most below them slower
+    (docs/performance.md). Also not when the transformed kernel U (16·O·C values) would
+    take more than half a work block: with 1024 channels U is 64 MB, which raised the
+    B64 U-Net's peak memory by that much, for a 1.04–1.10× faster layer.
+    Otherwise im2col + GEMM, the matrix built by NumPy or Numba by size (``columns``).
     """
 
     name = "auto"
 
+    @staticmethod
+    def columns(xp, x, geometry, block):
+        """Numba's one-pass im2col for matrices of NUMBA_IM2COL_MIN_BYTES or more, NumPy's slices below.
+
+        The compiled loop copies row by row: 2× faster than NumPy's k_h·k_w strided
+        copies on large images, but its per-row work dominates on small ones (measured
+        for one 8×8 image of 256 channels: 0.77 ms against NumPy's 0.28 ms).
+        """
+        n0, n1, i0, i1 = block
+        size = (n1 - n0) * x.shape[1] * math.prod(geometry.kernel) * (i1 - i0) * geometry.output_size[1] * x.itemsize
+        if size >= NUMBA_IM2COL_MIN_BYTES:
+            return NumbaIm2colKernel.columns(xp, x, geometry, block)
+        return _im2col(xp, x, geometry, block)
+
     @classmethod
-    def uses_winograd(cls, x, out_channels, geometry):
+    def uses_winograd(cls, x, out_channels, geometry, primitive="forward"):
         O, C = out_channels, x.shape[1]
         Ho, Wo = geometry.output_size
-        return (super().uses_winograd(x, out_channels, geometry) and min(O, C) >= 32
-                and x.shape[0] * ((Ho + 1) // 2) * ((Wo + 1) // 2) >= 64
+        tiles = x.shape[0] * ((Ho + 1) // 2) * ((Wo + 1) // 2)
+        return (super().uses_winograd(x, out_channels, geometry, primitive) and min(O, C) >= 32
+                and O * C * tiles >= 2**22 and tiles >= (256 if primitive == "weight_grad" else 64)
                 and 16 * O * C * x.itemsize <= BLOCK_BYTES // 2)
+
+
+# Where "auto" switches from NumPy's im2col to Numba's (measured, 1 image of C×S²:
+# 9 MB matrices are a tie, from 18 MB Numba is 2× faster; docs/performance.md).
+NUMBA_IM2COL_MIN_BYTES = 12 * 2**20
 
 
 # Kernels by name: ``backend.use_kernel("conv2d", name)`` selects one; both conv2d and
