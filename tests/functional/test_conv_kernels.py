@@ -177,10 +177,12 @@ def test_auto_sends_only_large_3x3_stride_1_convolutions_to_winograd():
         return auto.uses_winograd(np.zeros((N, C, S, S), np.float32), O, geometry, primitive)
 
     assert winograd(4, 64, 64, 32) and winograd(4, 64, 64, 32, "weight_grad")   # 1024 tiles, 2^22 per GEMM
-    assert winograd(1, 64, 64, 64)
-    assert not winograd(1, 32, 32, 64)            # 1024 tiles but only 2^20 per GEMM
-    assert not winograd(4, 16, 64, 64)            # 16 input channels
-    assert not winograd(4, 64, 16, 64)            # 16 output channels
+    assert not winograd(1, 32, 32, 64)            # 1024 tiles, 2^20 per GEMM: too little
+    assert winograd(1, 64, 32, 64)                # 2^21: enough for the forward
+    assert not winograd(1, 64, 32, 64, "weight_grad")         # not for the weight gradient (2^22)
+    assert winograd(1, 32, 16, 128)               # 16 output channels are fine
+    assert not winograd(4, 16, 64, 64)            # 16 input channels are not
+    assert not winograd(4, 64, 8, 64)             # nor 8 output channels
     assert winograd(1, 512, 512, 16)              # 64 tiles, 2^24 per GEMM, U = 16 MB
     assert not winograd(1, 512, 512, 16, "weight_grad")       # the weight gradient wants 256 tiles
     assert not winograd(1, 1024, 1024, 16)        # U = 64 MB: more than half a work block

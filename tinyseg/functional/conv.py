@@ -378,14 +378,15 @@ class AutoKernel(WinogradKernel):
     """The default on the CPU: per convolution, the kernel measured fastest for its shape.
 
     Winograd for 3×3 stride-1 convolutions with enough work to pay for its transforms:
-    at least 32 input and output channels (with 16, its 16 thin GEMMs lose: 0.8× the
-    speed of im2col), O·C·tiles >= 2^22 (the multiply-adds of each of its 16 GEMMs), at least 64
-    tiles (2×2 output blocks) in the batch, 256 for the weight gradient (whose 16 GEMMs
-    sum over the tiles: with 64 they are too short). Measured per layer: every shape
-    past these limits ran 1.1–2.4× faster than im2col, most below them slower
-    (docs/performance.md). Also not when the transformed kernel U (16·O·C values) would
-    take more than half a work block: with 1024 channels U is 64 MB, which raised the
-    B64 U-Net's peak memory by that much, for a 1.04–1.10× faster layer.
+    at least 32 input channels and 16 output channels (with 16 input channels its
+    transforms and thin GEMMs lose: 0.8–0.93× the speed of im2col), O·C·tiles >= 2^21
+    (the multiply-adds of each of its 16 GEMMs) and at least 64 tiles (2×2 output
+    blocks) in the batch; for the weight gradient, whose 16 GEMMs sum over the tiles,
+    O·C·tiles >= 2^22 and at least 256 tiles. Measured per layer: every shape past these
+    limits ran 1.0–2.4× faster than im2col, most below them slower (docs/performance.md).
+    Also not when the transformed kernel U (16·O·C values) would take more than half a
+    work block: with 1024 channels U is 64 MB, which raised the B64 U-Net's peak memory
+    by that much, for a 1.04–1.10× faster layer.
     Otherwise im2col + GEMM, the matrix built by NumPy or Numba by size (``columns``).
     """
 
@@ -410,9 +411,12 @@ class AutoKernel(WinogradKernel):
         O, C = out_channels, x.shape[1]
         Ho, Wo = geometry.output_size
         tiles = x.shape[0] * ((Ho + 1) // 2) * ((Wo + 1) // 2)
-        return (super().uses_winograd(x, out_channels, geometry, primitive) and min(O, C) >= 32
-                and O * C * tiles >= 2**22 and tiles >= (256 if primitive == "weight_grad" else 64)
-                and 16 * O * C * x.itemsize <= BLOCK_BYTES // 2)
+        if primitive == "weight_grad":
+            enough_work = O * C * tiles >= 2**22 and tiles >= 256
+        else:
+            enough_work = O * C * tiles >= 2**21 and tiles >= 64
+        return (super().uses_winograd(x, out_channels, geometry, primitive) and C >= 32 and O >= 16
+                and enough_work and 16 * O * C * x.itemsize <= BLOCK_BYTES // 2)
 
 
 # Where "auto" switches from NumPy's im2col to Numba's (measured, 1 image of C×S²:
