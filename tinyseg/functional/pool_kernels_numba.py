@@ -1,0 +1,127 @@
+"""The compiled loops of max pooling (Numba, CPU): forward with its winners, and backward.
+
+Imported lazily, on the first max pooling that selects the "numba" kernel, so that
+``import tinyseg`` does not pay for importing Numba. Both functions are
+``@njit(parallel=True, cache=True)`` with ``prange`` over the N·C independent (n, c)
+planes: each output element, and each element of dx, has exactly one writer, so
+overlapping windows (stride < kernel) accumulate without races and results do not
+depend on the thread count.
+
+The semantics are those of ``MaxPool2dFn``'s NumPy forward, element for element:
+
+    y[n,c,i,j] = max_{0≤u<k_h, 0≤v<k_w} x_pad[n,c, s_h·i+u, s_w·j+v]     (x_pad = −∞ outside x)
+
+computed separably, first along each row of the window (the row max m_u and its first
+column v_u reaching it: a later column wins only when strictly greater), then over the
+rows (a later row wins only when its max is strictly greater than the running max).
+The winner stored is u·k_w + v_u, the first maximum in row-major order (as PyTorch).
+Running maxima propagate NaN as ``np.maximum`` does; NaN never compares greater, so a
+window's winner is the same as the NumPy kernel's also when it holds NaN.
+
+Threads: the "workqueue" layer is chosen unless NUMBA_THREADING_LAYER says otherwise
+(see conv_kernels_numba.py for why).
+"""
+from __future__ import annotations
+
+import os
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
+
+@njit(cache=True, inline="always")
+def _window_max(image, r0, q0, kernel_h, kernel_w, H, W, interior, minus_inf):
+    """(max, u·k_w + v of its first occurrence) of the window at padded-origin (r0, q0) of x.
+
+    Separable as the NumPy kernel: along row u, m_u and its first column v_u (a later
+    column wins only if strictly greater); then over rows, a later row wins only if
+    m_u is strictly greater than the running max. Maxima propagate NaN as np.maximum.
+    Positions outside x read −∞ (``minus_inf``, of x's dtype so that
+    float32 stays float32); ``interior`` says the window lies inside x (no checks).
+    """
+    best = image[0, 0]      # (typed as x's dtype; set from row 0 below)
+    best_index = 0
+    for u in range(kernel_h):
+        r = r0 + u
+        row_inside = interior or (0 <= r < H)
+        row_max = minus_inf if not row_inside or not (interior or 0 <= q0 < W) else image[r, q0]
+        row_winner = 0
+        for v in range(1, kernel_w):
+            q = q0 + v
+            if interior:
+                value = image[r, q]
+            elif row_inside and 0 <= q < W:
+                value = image[r, q]
+            else:
+                continue            # −∞ never wins a strict '>' nor makes a NaN
+            # Branch-free selects (cmov): on random data a branch here mispredicts half the time.
+            row_winner = v if value > row_max else row_winner
+            row_max = value if (value > row_max or value != value) else row_max
+        if u == 0:
+            best = row_max
+            best_index = row_winner
+        else:
+            best_index = u * kernel_w + row_winner if row_max > best else best_index
+            best = row_max if (row_max > best or row_max != row_max) else best
+    return best, best_index
+
+
+@njit(parallel=True, cache=True)
+def max_pool2d_forward(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, y, winner, keep_winner,
+                       minus_inf):
+    """y[n,c,i,j] = max_{u,v} x_pad[n,c, s_h·i+u, s_w·j+v]; winner[n,c,i,j] = u·k_w + v of the first maximum.
+
+    x is (N, C, H, W) and C-contiguous; y is (N, C, H', W') of x's dtype; winner is
+    (N, C, H', W') of an unsigned integer type, written only when ``keep_winner``;
+    minus_inf is −∞ as a scalar of x's dtype. One (n, c) plane per parallel iteration. Windows inside x (all but a border of
+    width ⌈p/s⌉) take a path without bounds checks.
+    """
+    N, C, H, W = x.shape
+    out_h, out_w = y.shape[2], y.shape[3]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc - n * C
+        image = x[n, c]
+        out = y[n, c]
+        for i in range(out_h):
+            r0 = stride_h * i - pad_h
+            rows_inside = r0 >= 0 and r0 + kernel_h <= H
+            for j in range(out_w):
+                q0 = stride_w * j - pad_w
+                if rows_inside and q0 >= 0 and q0 + kernel_w <= W:
+                    best, best_index = _window_max(image, r0, q0, kernel_h, kernel_w, H, W, True, minus_inf)
+                else:
+                    best, best_index = _window_max(image, r0, q0, kernel_h, kernel_w, H, W, False, minus_inf)
+                out[i, j] = best
+                if keep_winner:
+                    winner[n, c, i, j] = best_index
+
+
+@njit(parallel=True, cache=True)
+def max_pool2d_backward(grad, winner, kernel_w, stride_h, stride_w, pad_h, pad_w, dx):
+    """dx[n,c, s_h·i+u−p_h, s_w·j+v−p_w] += g[n,c,i,j] for the winner (u, v) of every window (i, j).
+
+    dx is (N, C, H, W), zero on entry; grad and winner are (N, C, H', W'), C-contiguous.
+    A winner in the padding (a window of −∞ only) drops its gradient, as the NumPy
+    kernel's crop does. One (n, c) plane per parallel iteration: the windows of a plane,
+    overlapping or not, are added up by one thread.
+    """
+    N, C, H, W = dx.shape
+    out_h, out_w = grad.shape[2], grad.shape[3]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc - n * C
+        plane = dx[n, c]
+        for i in range(out_h):
+            for j in range(out_w):
+                index = np.int64(winner[n, c, i, j])
+                u = index // kernel_w
+                v = index - u * kernel_w
+                r = stride_h * i + u - pad_h
+                q = stride_w * j + v - pad_w
+                if 0 <= r < H and 0 <= q < W:
+                    plane[r, q] += grad[n, c, i, j]
