@@ -21,6 +21,7 @@ import numbers
 
 import numpy as np
 
+from .. import backend
 from ..tensor import Function
 from ._checks import check_float, check_ndim
 
@@ -29,19 +30,27 @@ MODES = ("nearest", "bilinear")
 
 # ----- nearest: y[n,c,i,j] = x[n,c, ⌊i/s_h⌋, ⌊j/s_w⌋]
 
-class UpsampleNearestFn(Function):
-    def __init__(self, scale):
-        self.scale = scale
+class NumpyNearestKernel:
+    """Whole-array NumPy (or CuPy) operations.
 
-    def forward(self, x):
-        sh, sw = self.scale
+    forward:  ``repeat`` along W, then along H (which then copies whole contiguous rows);
+    backward: dx[a, b] = Σ_{u<s_h, v<s_w} dy[s_h·a + u, s_w·b + v], by s_h strided row
+              slice additions, then s_w strided column slice additions.
+    """
+
+    name = "numpy"
+
+    @staticmethod
+    def forward(x, scale):
+        sh, sw = scale
         # Columns first: the row repeat that follows then copies whole contiguous rows.
         return x.repeat(sw, axis=3).repeat(sh, axis=2)
 
-    def backward(self, grad):
+    @staticmethod
+    def backward(grad, scale):
         # Input pixel (a, b) was copied to output rows s_h·a + u and columns s_w·b + v,
         # so its gradient is the sum of grad over that s_h × s_w block.
-        sh, sw = self.scale
+        sh, sw = scale
         summed_rows = grad[:, :, 0::sh]
         for u in range(1, sh):
             summed_rows = summed_rows + grad[:, :, u::sh]
@@ -49,6 +58,96 @@ class UpsampleNearestFn(Function):
         for v in range(1, sw):
             block_sum = block_sum + summed_rows[:, :, :, v::sw]
         return block_sum
+
+
+class NumbaNearestKernel:
+    """One compiled pass each way (elementwise_kernels_numba), parallel over input rows:
+
+    forward:  y[n,c, s_h·a + u, s_w·b + v] = x[n,c,a,b]
+    backward: dx[n,c,a,b] = Σ_{u<s_h, v<s_w} dy[n,c, s_h·a + u, s_w·b + v]
+
+    NumPy arrays only: CuPy arrays use the NumPy/CuPy path.
+    """
+
+    name = "numba"
+
+    @staticmethod
+    def forward(x, scale):
+        if not isinstance(x, np.ndarray):
+            return NumpyNearestKernel.forward(x, scale)
+        from . import elementwise_kernels_numba as compiled
+
+        N, C, H, W = x.shape
+        planes = np.ascontiguousarray(x).reshape(N * C, H, W)
+        return compiled.upsample_nearest_forward(planes, *scale).reshape(N, C, H * scale[0], W * scale[1])
+
+    @staticmethod
+    def backward(grad, scale):
+        if not isinstance(grad, np.ndarray):
+            return NumpyNearestKernel.backward(grad, scale)
+        from . import elementwise_kernels_numba as compiled
+
+        N, C, Hs, Ws = grad.shape
+        planes = np.ascontiguousarray(grad).reshape(N * C, Hs, Ws)
+        return compiled.upsample_nearest_backward(planes, *scale).reshape(N, C, Hs // scale[0], Ws // scale[1])
+
+
+# Measured (2 cores, float32, scale 2, median ms, forward / backward; the shape is the
+# upsampled one):             numpy         numba
+#   (4, 128, 16, 16)     0.07 / 0.08   0.21 / 0.54
+#   (1, 512, 16, 16)     0.07 / 0.08   0.17 / 0.27
+#   (4, 16, 128, 128)    0.62 / 0.39   0.44 / 1.78
+#   (2, 32, 256, 256)    3.54 / 3.27   2.21 / 1.49
+#   (1, 64, 256, 256)    2.87 / 3.28   1.82 / 1.68
+# Numba's parallel launch (~50 µs) and per-row work lose on small arrays, and it wins
+# from about 4M upsampled elements; "auto" switches at 2**21 (2M).
+AUTO_NEAREST_NUMBA_MIN_ELEMENTS = 2 ** 21
+
+
+class AutoNearestKernel:
+    """numba for upsampled arrays of at least AUTO_NEAREST_NUMBA_MIN_ELEMENTS elements, numpy below."""
+
+    name = "auto"
+
+    @staticmethod
+    def forward(x, scale):
+        large = x.size * scale[0] * scale[1] >= AUTO_NEAREST_NUMBA_MIN_ELEMENTS
+        return (NumbaNearestKernel if large else NumpyNearestKernel).forward(x, scale)
+
+    @staticmethod
+    def backward(grad, scale):
+        large = grad.size >= AUTO_NEAREST_NUMBA_MIN_ELEMENTS
+        return (NumbaNearestKernel if large else NumpyNearestKernel).backward(grad, scale)
+
+
+UPSAMPLE_NEAREST_KERNELS = {kernel.name: kernel
+                            for kernel in (NumpyNearestKernel, NumbaNearestKernel, AutoNearestKernel)}
+DEFAULT_UPSAMPLE_NEAREST_KERNEL = "auto"
+
+
+def _selected_nearest_kernel():
+    name = backend.kernel_for("upsample_nearest", DEFAULT_UPSAMPLE_NEAREST_KERNEL)
+    if name not in UPSAMPLE_NEAREST_KERNELS:
+        available = ", ".join(repr(k) for k in sorted(UPSAMPLE_NEAREST_KERNELS))
+        raise ValueError(f"upsample_nearest: unknown kernel {name!r}; available kernels: {available}")
+    return UPSAMPLE_NEAREST_KERNELS[name]
+
+
+class UpsampleNearestFn(Function):
+    """y[n,c,i,j] = x[n,c,⌊i/s_h⌋,⌊j/s_w⌋]; dx = the sum of dy over each s_h × s_w block.
+
+    Computed by the kernel ``backend.kernel_for("upsample_nearest", ...)`` names.
+    """
+
+    def __init__(self, scale):
+        self.scale = scale
+        self.kernel = _selected_nearest_kernel()
+
+    def forward(self, x):
+        return self.kernel.forward(x, self.scale)
+
+    def backward(self, grad):
+        return self.kernel.backward(grad, self.scale)
 
 
 # ----- bilinear: y = A_h · x · A_wᵀ

@@ -1,0 +1,109 @@
+"""The compiled loops of two elementwise-type ops (Numba, CPU): nearest upsampling and ReLU.
+
+Imported lazily, on the first call that selects the "numba" kernel, so that ``import
+tinyseg`` does not pay for importing Numba. Every function is
+``@njit(parallel=True, cache=True)``: ``prange`` runs over independent rows (upsampling)
+or chunks (ReLU), and each output element has exactly one writer (no races; results do
+not depend on the thread count). Inputs must be C-contiguous (callers use
+``np.ascontiguousarray``); float32 and float64 each get their own compiled version, and
+outputs have the input's dtype.
+
+The threading layer is "workqueue" unless NUMBA_THREADING_LAYER says otherwise, as in
+conv_kernels_numba (whose docstring explains why: it coexists with OpenBLAS's threads).
+"""
+from __future__ import annotations
+
+import os
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
+# ReLU works on the flattened array in chunks of this many elements: one chunk per
+# parallel iteration, and a plain inner loop that the compiler vectorises.
+CHUNK = 16384
+
+
+# ----- nearest upsampling: y[p, i, j] = x[p, ⌊i/s_h⌋, ⌊j/s_w⌋], p = n·C + c
+
+@njit(parallel=True, cache=True)
+def upsample_nearest_forward(x, sh, sw):
+    """x (P, H, W) -> y (P, s_h·H, s_w·W) with y[p, s_h·a + u, s_w·b + v] = x[p, a, b].
+
+    One input row (p, a) per parallel iteration: it writes its s_h output rows.
+    """
+    P, H, W = x.shape
+    y = np.empty((P, H * sh, W * sw), dtype=x.dtype)
+    for pa in prange(P * H):
+        p = pa // H
+        a = pa - p * H
+        source = x[p, a]
+        first = y[p, a * sh]
+        for b in range(W):
+            value = source[b]
+            for v in range(sw):
+                first[b * sw + v] = value
+        for u in range(1, sh):
+            y[p, a * sh + u, :] = first
+    return y
+
+
+@njit(parallel=True, cache=True)
+def upsample_nearest_backward(grad, sh, sw):
+    """grad (P, s_h·H, s_w·W) -> dx (P, H, W) with dx[p, a, b] = Σ_{u<s_h, v<s_w} grad[p, s_h·a + u, s_w·b + v].
+
+    One input row (p, a) per parallel iteration: it first adds its s_h gradient rows
+    (contiguous, so the compiler vectorises the sum), then sums that row by blocks of s_w.
+    """
+    P, Hs, Ws = grad.shape
+    H, W = Hs // sh, Ws // sw
+    dx = np.empty((P, H, W), dtype=grad.dtype)
+    for pa in prange(P * H):
+        p = pa // H
+        a = pa - p * H
+        rows = grad[p, a * sh]
+        if sh > 1:
+            rows = rows.copy()
+            for u in range(1, sh):
+                rows += grad[p, a * sh + u]
+        out = dx[p, a]
+        for b in range(W):
+            block = rows[b * sw]
+            for v in range(1, sw):
+                block += rows[b * sw + v]
+            out[b] = block
+    return dx
+
+
+# ----- ReLU: y = max(x, 0); dx = dy · [y > 0]
+
+@njit(parallel=True, cache=True)
+def relu_forward(x):
+    """y[k] = max(x[k], 0) on a flat array, as np.maximum (NaN stays NaN)."""
+    n = x.size
+    y = np.empty_like(x)
+    for chunk in prange((n + CHUNK - 1) // CHUNK):
+        for k in range(chunk * CHUNK, min(n, (chunk + 1) * CHUNK)):
+            value = x[k]
+            # value != value: NaN, which np.maximum propagates; −0.0 gives +0.0, as NumPy's.
+            y[k] = value if value > 0 or value != value else 0
+    return y
+
+
+@njit(parallel=True, cache=True)
+def relu_backward(grad, y):
+    """dx[k] = grad[k] · [y[k] > 0] on flat arrays, in one pass (the mask is never stored).
+
+    Where y ≤ 0 (x ≤ 0: the gradient at 0 is 0) the result is grad·0, exactly as NumPy's
+    ``grad * (y > 0)`` (so an infinite or NaN grad still gives NaN there).
+    """
+    n = grad.size
+    dx = np.empty_like(grad)
+    for chunk in prange((n + CHUNK - 1) // CHUNK):
+        for k in range(chunk * CHUNK, min(n, (chunk + 1) * CHUNK)):
+            g = grad[k]
+            dx[k] = g if y[k] > 0 else g * 0
+    return dx
