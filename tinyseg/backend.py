@@ -47,6 +47,8 @@ def get_array_module(*arrays):
 
     Mixing NumPy and CuPy arrays is a TypeError here, not a crash inside a kernel.
     """
+    if all(type(a) is np.ndarray or not hasattr(a, "shape") for a in arrays):
+        return np      # the common case, without the per-array module lookups (called per op)
     kinds = {is_cupy_array(a) for a in arrays if hasattr(a, "shape")}
     if len(kinds) > 1:
         raise TypeError(

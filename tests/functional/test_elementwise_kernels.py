@@ -140,6 +140,37 @@ def test_relu_large_input_matches_auto(kernel):
     np.testing.assert_array_equal(dx, relu_definition(x, grad)[1])
 
 
+def test_relu_parallel_size_matches_the_definition():
+    # From NUMBA_RELU_PARALLEL_MIN_ELEMENTS the "numba" kernel runs its parallel loops.
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 8, 384, 384)).astype(np.float32)
+    assert x.size >= activation.NUMBA_RELU_PARALLEL_MIN_ELEMENTS
+    grad = rng.standard_normal(x.shape).astype(np.float32)
+    for kernel in RELU:
+        y, dx = run_relu(kernel, x, grad)
+        y_ref, dx_ref = relu_definition(x, grad)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(dx, dx_ref)
+
+
+@settings(max_examples=20, deadline=None)
+@given(size=st.integers(0, 3 * 16384 + 5), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2 ** 16))
+def test_relu_serial_and_parallel_loops_agree(size, dtype, seed):
+    # The two compiled versions, called directly on sizes around the chunk boundaries.
+    from tinyseg.functional import elementwise_kernels_numba as compiled
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(size).astype(dtype)
+    x[::7] = 0.0
+    grad = rng.standard_normal(size).astype(dtype)
+    y_ref, dx_ref = relu_definition(x, grad)
+    for forward, backward in [(compiled.relu_forward, compiled.relu_backward),
+                              (compiled.relu_forward_serial, compiled.relu_backward_serial)]:
+        y = forward(x)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(backward(grad, y), dx_ref)
+
+
 @pytest.mark.parametrize("kernel", RELU)
 def test_relu_special_values(kernel):
     x = np.array([-1.0, 0.0, -0.0, 2.0, np.nan, np.inf, -np.inf], dtype=np.float32)

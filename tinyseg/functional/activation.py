@@ -56,8 +56,9 @@ class NumpyReluKernel:
 
 
 class NumbaReluKernel:
-    """The same equations, each one compiled parallel pass (elementwise_kernels_numba):
-    the backward fuses the mask into the product, dx[k] = dy[k] if y[k] > 0 else dy[k]·0.
+    """The same equations, each one compiled pass (elementwise_kernels_numba): the
+    backward fuses the mask into the product, dx[k] = dy[k] if y[k] > 0 else dy[k]·0.
+    A serial loop below NUMBA_RELU_PARALLEL_MIN_ELEMENTS, parallel chunks from there.
 
     NumPy arrays only: CuPy arrays use the NumPy/CuPy path.
     """
@@ -70,8 +71,9 @@ class NumbaReluKernel:
             return NumpyReluKernel.forward(x, xp)
         from . import elementwise_kernels_numba as compiled
 
+        loop = compiled.relu_forward if x.size >= NUMBA_RELU_PARALLEL_MIN_ELEMENTS else compiled.relu_forward_serial
         # (ascontiguousarray makes a 0-d array 1-d: hence the shape kept aside.)
-        return compiled.relu_forward(np.ascontiguousarray(x).ravel()).reshape(x.shape)
+        return loop(np.ascontiguousarray(x).ravel()).reshape(x.shape)
 
     @staticmethod
     def backward(grad, y, xp):
@@ -79,20 +81,24 @@ class NumbaReluKernel:
             return NumpyReluKernel.backward(grad, y, xp)
         from . import elementwise_kernels_numba as compiled
 
+        loop = (compiled.relu_backward if grad.size >= NUMBA_RELU_PARALLEL_MIN_ELEMENTS
+                else compiled.relu_backward_serial)
         flat_grad, flat_y = np.ascontiguousarray(grad).ravel(), np.ascontiguousarray(y).ravel()
-        return compiled.relu_backward(flat_grad, flat_y).reshape(grad.shape)
+        return loop(flat_grad, flat_y).reshape(grad.shape)
 
 
-# Measured (2 cores, float32, median ms, forward / backward):
-#                            numpy         numba
-#   (4, 128, 16, 16)     0.07 / 0.05   0.10 / 0.09
-#   (1, 512, 16, 16)     0.10 / 0.08   0.12 / 0.12
-#   (4, 16, 128, 128)    0.53 / 0.47   0.42 / 0.32
-#   (2, 32, 256, 256)    3.28 / 3.69   1.60 / 2.26
-#   (1, 64, 256, 256)    2.98 / 3.86   2.00 / 1.74
-# Numba's parallel launch (~50 µs) loses on small arrays (131k elements) and it wins from
-# 1M elements on; "auto" switches at 2**19 (512k).
-AUTO_RELU_NUMBA_MIN_ELEMENTS = 2 ** 19
+# Measured (2 cores, float32, median µs, forward / backward):
+#                        numpy          serial numba   parallel numba
+#   (1, 256, 8, 8)       14 / 9         3 / 4          50 / 51
+#   (1, 16, 128, 128)    141 / 99       42 / 48        119 / 131
+#   (4, 16, 128, 128)    857 / 660      161 / 237      294 / 378
+#   (2, 32, 256, 256)    2516 / 4185    1807 / 2540    1639 / 2014
+# (np.maximum runs at ~2 GB/s here; the compiled loop is vectorised.) The serial loop
+# beats NumPy from a few thousand elements on and the parallel one from ~2M, where its
+# ~50 µs launch is paid back: "numba" goes parallel at 2**21 elements, and "auto" uses
+# "numba" from 2**12 elements (below that both take a few µs).
+NUMBA_RELU_PARALLEL_MIN_ELEMENTS = 2 ** 21
+AUTO_RELU_NUMBA_MIN_ELEMENTS = 2 ** 12
 
 
 class AutoReluKernel:
