@@ -11,12 +11,15 @@ Adam's bias correction is needed are in docs/math/layers_and_optimizers.md, sect
 
 Speed: the updates run with in-place ufuncs (``out=``) and one scratch array per
 (device, dtype), reused for every parameter, so a step on a 31M-parameter U-Net
-allocates nothing after the first.
+allocates nothing after the first. Adam/AdamW's update is also a fused compiled loop
+(one pass over p, g, m, v instead of ~10), selected as the op "adam" with
+``backend.use_kernel("adam", name)``: "numpy", "numba" or "auto" (the default).
 """
 from __future__ import annotations
 
 import math
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 
@@ -256,45 +259,29 @@ class SGD(Optimizer):
         param -= scratch
 
 
-class Adam(Optimizer):
-    """Adam (Kingma & Ba 2015) with L2 weight decay added to the gradient, as torch.optim.Adam.
+class AdamHyperparameters(NamedTuple):
+    """What one Adam step of one parameter needs (t = step, counted from 1)."""
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+    decoupled_weight_decay: bool
+    step: int
 
-    Per parameter, at step t (β1, β2 = betas):
-        g ← g + weight_decay · p
-        m ← β1 · m + (1 − β1) · g          (first moment)
-        v ← β2 · v + (1 − β2) · g²         (second moment)
-        p ← p − lr / (1 − β1^t) · m / (√v / √(1 − β2^t) + eps)
-    """
 
-    decoupled_weight_decay = False
+class NumpyAdamKernel:
+    """The Adam update as in-place ufuncs (``out=``) over whole arrays, on NumPy or CuPy:
+    about ten passes over parameter-sized arrays, with one shared scratch array."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+    name = "numpy"
 
-    def _check_hyperparameters(self, group):
-        name = type(self).__name__
-        super()._check_hyperparameters(group)
-        betas = group["betas"]
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise TypeError(f"{name}: argument 'betas' expected a pair (beta1, beta2), got {betas!r}")
-        group["betas"] = (_check_number(name, "betas[0]", betas[0], 0.0, 1.0),
-                          _check_number(name, "betas[1]", betas[1], 0.0, 1.0))
-        _check_number(name, "eps", group["eps"])
-        _check_number(name, "weight_decay", group["weight_decay"])
-
-    def _update(self, param, grad, group, state):
-        xp = backend.get_array_module(param)
-        lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
-        beta1, beta2 = group["betas"]
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = xp.zeros_like(param)
-            state["exp_avg_sq"] = xp.zeros_like(param)
-        state["step"] += 1
-        step, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-        scratch = self._scratch_like(param)
-
-        if weight_decay != 0 and self.decoupled_weight_decay:
+    @staticmethod
+    def update(param, grad, m, v, scratch_like_param, hyper: AdamHyperparameters, xp):
+        lr, beta1, beta2, eps, weight_decay, step = (hyper.lr, hyper.beta1, hyper.beta2, hyper.eps,
+                                                     hyper.weight_decay, hyper.step)
+        scratch = scratch_like_param()
+        if weight_decay != 0 and hyper.decoupled_weight_decay:
             param *= 1 - lr * weight_decay
         elif weight_decay != 0:
             xp.multiply(param, weight_decay, out=scratch)
@@ -317,6 +304,119 @@ class Adam(Optimizer):
         xp.divide(m, scratch, out=scratch)
         scratch *= step_size
         param -= scratch
+
+
+class NumbaAdamKernel:
+    """The same update in one compiled pass (optim_kernels_numba): p, g, m, v read once,
+    p, m, v written once, in place. Per element the NumPy kernel's operations in its order
+    and dtype; the scalars (1 − lr·wd, 1 − β2, lr / (1 − β1^t), √(1 − β2^t)) are computed
+    here in double precision, as the NumPy kernel does, then cast to the array dtype, as
+    NumPy casts a Python float meeting an array. A serial loop below
+    NUMBA_ADAM_PARALLEL_MIN_ELEMENTS, parallel chunks from there.
+
+    Falls back to NumpyAdamKernel for CuPy arrays, dtypes other than float32/float64, and
+    param, m or v not C-contiguous (they must be updated in place, and a flat view of a
+    non-contiguous array would be a copy). A non-contiguous grad is copied (it is only read).
+    """
+
+    name = "numba"
+
+    @staticmethod
+    def update(param, grad, m, v, scratch_like_param, hyper: AdamHyperparameters, xp):
+        dtype = param.dtype
+        if (xp is not np or dtype not in (np.float32, np.float64) or not (m.dtype == v.dtype == dtype)
+                or not (param.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous)):
+            NumpyAdamKernel.update(param, grad, m, v, scratch_like_param, hyper, xp)
+            return
+        from . import optim_kernels_numba as compiled
+
+        lr, beta1, beta2, weight_decay, step = hyper.lr, hyper.beta1, hyper.beta2, hyper.weight_decay, hyper.step
+        scalar = dtype.type
+        loop = (compiled.adam_update if param.size >= NUMBA_ADAM_PARALLEL_MIN_ELEMENTS
+                else compiled.adam_update_serial)
+        # reshape(-1) of a C-contiguous array is a view: the loop writes into param, m, v.
+        loop(param.reshape(-1), np.ascontiguousarray(grad).reshape(-1), m.reshape(-1), v.reshape(-1),
+             weight_decay != 0 and not hyper.decoupled_weight_decay, scalar(weight_decay),
+             weight_decay != 0 and hyper.decoupled_weight_decay, scalar(1 - lr * weight_decay),
+             scalar(beta1), scalar(1 - beta2), scalar(beta2), scalar(math.sqrt(1 - beta2 ** step)),
+             scalar(hyper.eps), scalar(lr / (1 - beta1 ** step)))
+
+
+# Measured (2 cores, float32, one update, median of 25 calls after warm-up, ms):
+#   elements                     16     144    2304   589824 (256·256·9)   2359296 (512·512·9)   9437184 (1024·1024·9)
+#   numpy                        0.017  0.017  0.025  1.63                 11.8                  48.1
+#   numba                        0.015  0.013  0.014  0.35                 2.5                   8.0
+# The fused pass is 4-6x faster on the U-Net's large conv weights (one pass instead of ~10)
+# and no slower on tiny ones, so "auto" uses "numba" at every size. The update is
+# memory-bound: the parallel loop gains only on the largest weights (6.4-9.6 ms vs 9.7-9.8 ms
+# serial at 9.4M elements, nothing at 2.4M), hence parallel from 2**22 elements.
+NUMBA_ADAM_PARALLEL_MIN_ELEMENTS = 2 ** 22
+AUTO_ADAM_NUMBA_MIN_ELEMENTS = 0
+
+
+class AutoAdamKernel:
+    """numba for parameters of at least AUTO_ADAM_NUMBA_MIN_ELEMENTS elements, numpy below."""
+
+    name = "auto"
+
+    @staticmethod
+    def update(param, grad, m, v, scratch_like_param, hyper: AdamHyperparameters, xp):
+        large = param.size >= AUTO_ADAM_NUMBA_MIN_ELEMENTS
+        (NumbaAdamKernel if large else NumpyAdamKernel).update(param, grad, m, v, scratch_like_param, hyper, xp)
+
+
+ADAM_KERNELS = {kernel.name: kernel for kernel in (NumpyAdamKernel, NumbaAdamKernel, AutoAdamKernel)}
+DEFAULT_ADAM_KERNEL = "auto"
+
+
+def _selected_adam_kernel():
+    name = backend.kernel_for("adam", DEFAULT_ADAM_KERNEL)
+    if name not in ADAM_KERNELS:
+        available = ", ".join(repr(k) for k in sorted(ADAM_KERNELS))
+        raise ValueError(f"adam: unknown kernel {name!r}; available kernels: {available}")
+    return ADAM_KERNELS[name]
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with L2 weight decay added to the gradient, as torch.optim.Adam.
+
+    Per parameter, at step t (β1, β2 = betas):
+        g ← g + weight_decay · p
+        m ← β1 · m + (1 − β1) · g          (first moment)
+        v ← β2 · v + (1 − β2) · g²         (second moment)
+        p ← p − lr / (1 − β1^t) · m / (√v / √(1 − β2^t) + eps)
+
+    Computed in place by the kernel ``backend.kernel_for("adam", ...)`` names (ADAM_KERNELS).
+    """
+
+    decoupled_weight_decay = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    def _check_hyperparameters(self, group):
+        name = type(self).__name__
+        super()._check_hyperparameters(group)
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"{name}: argument 'betas' expected a pair (beta1, beta2), got {betas!r}")
+        group["betas"] = (_check_number(name, "betas[0]", betas[0], 0.0, 1.0),
+                          _check_number(name, "betas[1]", betas[1], 0.0, 1.0))
+        _check_number(name, "eps", group["eps"])
+        _check_number(name, "weight_decay", group["weight_decay"])
+
+    def _update(self, param, grad, group, state):
+        xp = backend.get_array_module(param)
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = xp.zeros_like(param)
+            state["exp_avg_sq"] = xp.zeros_like(param)
+        state["step"] += 1
+        beta1, beta2 = group["betas"]
+        hyper = AdamHyperparameters(group["lr"], beta1, beta2, group["eps"], group["weight_decay"],
+                                    self.decoupled_weight_decay, state["step"])
+        _selected_adam_kernel().update(param, grad, state["exp_avg"], state["exp_avg_sq"],
+                                       lambda: self._scratch_like(param), hyper, xp)
 
 
 class AdamW(Adam):
