@@ -143,7 +143,7 @@ def test_relu_large_input_matches_auto(kernel):
 def test_relu_parallel_size_matches_the_definition():
     # From NUMBA_RELU_PARALLEL_MIN_ELEMENTS the "numba" kernel runs its parallel loops.
     rng = np.random.default_rng(8)
-    x = rng.standard_normal((2, 8, 384, 384)).astype(np.float32)
+    x = rng.standard_normal((2, 8, 512, 512)).astype(np.float32)
     assert x.size >= activation.NUMBA_RELU_PARALLEL_MIN_ELEMENTS
     grad = rng.standard_normal(x.shape).astype(np.float32)
     for kernel in RELU:
@@ -166,9 +166,12 @@ def test_relu_serial_and_parallel_loops_agree(size, dtype, seed):
     y_ref, dx_ref = relu_definition(x, grad)
     for forward, backward in [(compiled.relu_forward, compiled.relu_backward),
                               (compiled.relu_forward_serial, compiled.relu_backward_serial)]:
-        y = forward(x)
+        y = np.full_like(x, np.nan)
+        forward(x, y)
         np.testing.assert_array_equal(y, y_ref)
-        np.testing.assert_array_equal(backward(grad, y), dx_ref)
+        dx = np.full_like(x, np.nan)
+        backward(grad, y, dx)
+        np.testing.assert_array_equal(dx, dx_ref)
 
 
 @pytest.mark.parametrize("kernel", RELU)
