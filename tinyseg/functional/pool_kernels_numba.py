@@ -1,13 +1,16 @@
-"""The compiled loops of max pooling (Numba, CPU): forward with its winners, and backward.
+"""The compiled loops of pooling (Numba, CPU): max pooling (forward with its winners,
+backward) and average pooling (forward, backward).
 
-Imported lazily, on the first max pooling that selects the "numba" kernel, so that
-``import tinyseg`` does not pay for importing Numba. Both functions are
+Imported lazily, on the first pooling that selects a "numba" kernel, so that
+``import tinyseg`` does not pay for importing Numba. Every function is
 ``@njit(parallel=True, cache=True)`` with ``prange`` over the N·C independent (n, c)
 planes: each output element, and each element of dx, has exactly one writer, so
 overlapping windows (stride < kernel) accumulate without races and results do not
-depend on the thread count.
+depend on the thread count. Inputs are C-contiguous (callers use
+``np.ascontiguousarray``); float32 and float64 each get their own compiled version,
+and outputs have the input's dtype.
 
-The semantics are those of ``MaxPool2dFn``'s NumPy forward, element for element:
+Max pooling has the semantics of ``NumpyMaxPoolKernel``, element for element:
 
     y[n,c,i,j] = max_{0≤u<k_h, 0≤v<k_w} x_pad[n,c, s_h·i+u, s_w·j+v]     (x_pad = −∞ outside x)
 
@@ -17,6 +20,10 @@ rows (a later row wins only when its max is strictly greater than the running ma
 The winner stored is u·k_w + v_u, the first maximum in row-major order (as PyTorch).
 Running maxima propagate NaN as ``np.maximum`` does; NaN never compares greater, so a
 window's winner is the same as the NumPy kernel's also when it holds NaN.
+
+Average pooling has the semantics of ``NumpyAvgPoolKernel`` and adds in its order
+(see the two functions), so the results are the NumPy kernel's bit for bit (up to the
+sign of a zero sum).
 
 Threads: the "workqueue" layer is chosen unless NUMBA_THREADING_LAYER says otherwise
 (see conv_kernels_numba.py for why).
@@ -125,3 +132,113 @@ def max_pool2d_backward(grad, winner, kernel_w, stride_h, stride_w, pad_h, pad_w
                 q = stride_w * j + v - pad_w
                 if 0 <= r < H and 0 <= q < W:
                     plane[r, q] += grad[n, c, i, j]
+
+
+# ----- average pooling: y[n,c,i,j] = 1/(k_h·k_w) Σ_{u,v} x_pad[n,c, s_h·i+u, s_w·j+v]   (x_pad = 0 outside x)
+
+@njit(cache=True, inline="always")
+def _valid_windows(offset, stride, size, out_size):
+    """[first, stop) of the window indices j with 0 <= stride·j + offset < size (and 0 <= j < out_size)."""
+    first = 0 if offset >= 0 else (stride - 1 - offset) // stride
+    stop = min(out_size, (size - 1 - offset) // stride + 1)
+    return first, max(first, stop)
+
+
+@njit(cache=True, inline="always")
+def _add_strided_source(target, source, count, stride):
+    """target[j] += source[stride·j] for j < count.
+
+    Callers pass views that start at index 0 and call with a literal stride where they
+    can: LLVM vectorises these loops only when it can see the indices never wrap
+    around (no negative offsets) and, for strided access, the stride's value.
+    """
+    for j in range(count):
+        target[j] += source[stride * j]
+
+
+@njit(cache=True, inline="always")
+def _add_strided_target(target, source, count, stride, weight):
+    """target[stride·j] += source[j] · weight for j < count (views and literal strides as above)."""
+    for j in range(count):
+        target[stride * j] += source[j] * weight
+
+
+@njit(parallel=True, cache=True)
+def avg_pool2d_forward(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, y, divisor):
+    """y[n,c,i,j] = (1/(k_h·k_w)) Σ_{0≤u<k_h} Σ_{0≤v<k_w} x_pad[n,c, s_h·i+u, s_w·j+v]   (x_pad = 0 outside x).
+
+    x is (N, C, H, W), C-contiguous; y is (N, C, H', W') of x's dtype; divisor is k_h·k_w
+    as a scalar of x's dtype (so that float32 stays float32). Padding counts in the
+    divisor, which is always k_h·k_w (PyTorch's count_include_pad=True). Summed as the
+    NumPy kernel does, separably: per window row u the row sum Σ_v in ascending v, then
+    those row sums in ascending u, then one division by k_h·k_w. Padded terms are zeros
+    and are skipped. Per row of windows the loop over v is outside the loop over j, so
+    the innermost loops run along rows (vectorised for s_w = 1 and 2).
+    """
+    N, C, H, W = x.shape
+    out_h, out_w = y.shape[2], y.shape[3]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc - n * C
+        image = x[n, c]
+        row_sum = np.empty_like(y[n, c, 0])
+        for i in range(out_h):
+            window_sum = y[n, c, i]
+            window_sum[:] = 0
+            for u in range(kernel_h):
+                r = stride_h * i + u - pad_h
+                if r < 0 or r >= H:
+                    continue
+                row_sum[:] = 0
+                for v in range(kernel_w):
+                    first, stop = _valid_windows(v - pad_w, stride_w, W, out_w)
+                    if stop == first:
+                        continue
+                    target = row_sum[first:stop]
+                    source = image[r, stride_w * first + v - pad_w:]
+                    if stride_w == 1:
+                        _add_strided_source(target, source, stop - first, 1)
+                    elif stride_w == 2:
+                        _add_strided_source(target, source, stop - first, 2)
+                    else:
+                        _add_strided_source(target, source, stop - first, stride_w)
+                for j in range(out_w):
+                    window_sum[j] += row_sum[j]
+            for j in range(out_w):
+                window_sum[j] = window_sum[j] / divisor
+
+
+@njit(parallel=True, cache=True)
+def avg_pool2d_backward(grad, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dx, weight):
+    """dx[n,c,r,q] = Σ_{(i,j,u,v): s_h·i+u−p_h = r, s_w·j+v−p_w = q} g[n,c,i,j] · (1/(k_h·k_w)).
+
+    dx is (N, C, H, W), zero on entry; grad is (N, C, H', W'), C-contiguous; weight is
+    1/(k_h·k_w) as a scalar of grad's dtype, rounded as the NumPy kernel's. A gather
+    over the rows of dx: row r takes, in ascending (u, v), the terms of the windows
+    whose element (u, v) lies on it, the order in which the NumPy kernel adds them.
+    Terms that fall in the padding are never formed (the NumPy kernel crops them).
+    One (n, c) plane per parallel iteration, so overlapping windows are added by one thread.
+    """
+    N, C, H, W = dx.shape
+    out_h, out_w = grad.shape[2], grad.shape[3]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc - n * C
+        for r in range(H):
+            for u in range(kernel_h):
+                top = r + pad_h - u             # = s_h·i for the window row i whose element row u is r
+                if top < 0 or top % stride_h != 0 or top // stride_h >= out_h:
+                    continue
+                i = top // stride_h
+                for v in range(kernel_w):
+                    first, stop = _valid_windows(v - pad_w, stride_w, W, out_w)
+                    if stop == first:
+                        continue
+                    target = dx[n, c, r, stride_w * first + v - pad_w:]
+                    source = grad[n, c, i, first:stop]
+                    if stride_w == 1:
+                        _add_strided_target(target, source, stop - first, 1, weight)
+                    elif stride_w == 2:
+                        _add_strided_target(target, source, stop - first, 2, weight)
+                    else:
+                        _add_strided_target(target, source, stop - first, stride_w, weight)
