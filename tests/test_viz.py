@@ -74,8 +74,12 @@ def test_plot_benchmark(tmp_path):
             {"name": "B8 infer", "config": "B8", "tinyseg_ms": 40.0, "torch_ms": None},
             {"name": "conv2d", "config": "64²", "tinyseg_ms": 2.0}]
     path = tmp_path / "bench.png"
-    viz.plot_benchmark(rows, path)
+    fig = viz.plot_benchmark(rows, path)
     assert_png_with_content(path)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["B8 train", "B8 infer", "conv2d (64²)"]
+    values = {t.get_text() for t in ax.texts}
+    assert {"120 ms", "30 ms", "40 ms", "2 ms"} <= values
     path = tmp_path / "bench_tinyseg_only.png"
     viz.plot_benchmark([{k: v for k, v in row.items() if k != "torch_ms"} for row in rows], path)
     assert_png_with_content(path)

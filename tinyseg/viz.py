@@ -271,7 +271,9 @@ def plot_benchmark(rows, path=None) -> Figure:
     for i, (label, times, color) in enumerate(series):
         y = positions + (i - (len(series) - 1) / 2) * bar
         bars = ax.barh(y, times, height=bar, color=color, label=label)
-        ax.bar_label(bars, labels=["" if np.isnan(t) else f"{t:.3g} ms" for t in np.asarray(times, float)],
+        bar_labels = ["" if np.isnan(t) else f"{t:.0f} ms" if t >= 100 else f"{t:.3g} ms"
+                      for t in np.asarray(times, float)]
+        ax.bar_label(bars, labels=bar_labels,
                      padding=3, fontsize=8)
     times = np.array([t for _, values, _ in series for t in values], dtype=float)
     times = times[np.isfinite(times) & (times > 0)]
