@@ -310,3 +310,54 @@ def test_avg_unknown_kernel_error():
     with backend.use_kernel("avg_pool2d", "x"):
         with pytest.raises(ValueError, match=r"avg_pool2d: unknown kernel 'x'; available kernels: 'auto', 'numba', 'numpy'"):
             F.avg_pool2d(x, 2)
+
+
+# ----- max_pool2d: the compiled 2×2-stride-2 forward (the U-Net's pooling)
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 6), (1, 2, 7, 9), (1, 1, 2, 2), (1, 2, 3, 130), (1, 1, 5, 256)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_2x2_stride_2_forward_matches_reference_and_numpy(shape, dtype):
+    # Odd sizes: the last row/column is read by no window. Width >= 128 takes "auto"'s compiled branch.
+    x = distinct_values(shape, seed=3).astype(dtype)
+    upstream = np.random.default_rng(4).standard_normal((shape[0], shape[1], shape[2] // 2, shape[3] // 2))
+    kwargs = dict(kernel_size=2, stride=None, padding=0)
+    y_numpy, dx_numpy = run("numpy", x, upstream.astype(dtype), **kwargs)
+    for kernel in ("numba", "auto"):
+        y, dx = run(kernel, x, upstream.astype(dtype), **kwargs)
+        np.testing.assert_array_equal(y, ref.max_pool2d(x, **kwargs).astype(dtype))
+        np.testing.assert_array_equal(y, y_numpy)
+        np.testing.assert_array_equal(dx, dx_numpy)
+        np.testing.assert_allclose(dx, reference_grad(x, upstream.astype(dtype), **kwargs), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("width", [8, 256])
+def test_2x2_stride_2_ties_nan_and_winners_as_numpy(width):
+    # Ties (the first maximum in row-major order wins), NaN, ±inf: winners and values
+    # identical to the NumPy kernel's, for the compiled special case directly.
+    rng = np.random.default_rng(5)
+    x = rng.integers(-2, 3, size=(2, 3, 6, width)).astype(np.float32)
+    x[0, 0, 0, :4] = [np.nan, 1.0, 1.0, np.nan]
+    x[0, 1, 2:4, 0:2] = [[-np.inf, -np.inf], [-np.inf, -np.inf]]
+    x[1, 2, 4:6, 2:4] = [[1.0, np.inf], [np.nan, 2.0]]
+    geometry = pool._WindowGeometry(x.shape, (2, 2), (2, 2), (0, 0))
+    y_numpy, winner_numpy = pool.NumpyMaxPoolKernel.forward(np, x, geometry, True)
+    y, winner = pool.NumbaMaxPoolKernel.forward(np, x, geometry, True)
+    np.testing.assert_array_equal(y, y_numpy)        # (NaN == NaN for assert_array_equal)
+    np.testing.assert_array_equal(winner, winner_numpy)
+    assert np.isnan(y[0, 0, 0, 0]) and np.isnan(y[0, 0, 0, 1]) and np.isnan(y[1, 2, 2, 1])
+    y_only, none = pool.NumbaMaxPoolKernel.forward(np, x, geometry, False)
+    assert none is None
+    np.testing.assert_array_equal(y_only, y_numpy)
+
+
+def test_auto_runs_the_2x2_loop_from_its_width(monkeypatch):
+    calls = []
+    original = pool.NumbaMaxPoolKernel.forward
+    monkeypatch.setattr(pool.NumbaMaxPoolKernel, "forward",
+                        staticmethod(lambda *args: calls.append(args[1].shape) or original(*args)))
+    width = pool.NUMBA_2X2_FORWARD_MIN_WIDTH
+    for w in (width - 2, width):
+        with backend.use_kernel("max_pool2d", "auto"):
+            F.max_pool2d(ts.Tensor(np.zeros((1, 1, 4, w), dtype=np.float32)), 2)
+            F.max_pool2d(ts.Tensor(np.zeros((1, 1, 6, w), dtype=np.float32)), 3, stride=2)   # not 2×2: NumPy
+    assert calls == [(1, 1, 4, width)]

@@ -242,3 +242,33 @@ def avg_pool2d_backward(grad, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad
                         _add_strided_target(target, source, stop - first, 2, weight)
                     else:
                         _add_strided_target(target, source, stop - first, stride_w, weight)
+
+
+@njit(parallel=True, cache=True)
+def max_pool2d_2x2_forward(x, y, winner, keep_winner):
+    """max_pool2d_forward for a 2×2 kernel, stride 2, no padding: the U-Net's pooling.
+
+    The same separable rule written out for the four values of a window,
+        row 0: m0 = max(a, b), winner 1 if b > a else 0;   row 1: m1 = max(c, d), likewise
+        y = m1 if m1 > m0 else m0 (NaN propagating), winner 2 + (row 1's) if m1 > m0,
+    so it gives exactly what the general loop gives. One (n, c) plane per parallel
+    iteration; no bounds checks (every window lies inside x: H' = ⌊H/2⌋, W' = ⌊W/2⌋).
+    """
+    N, C = x.shape[0], x.shape[1]
+    out_h, out_w = y.shape[2], y.shape[3]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc - n * C
+        plane = x[n, c]
+        out = y[n, c]
+        for i in range(out_h):
+            for j in range(out_w):
+                a, b = plane[2 * i, 2 * j], plane[2 * i, 2 * j + 1]
+                m0 = b if (b > a or b != b) else a
+                w0 = 1 if b > a else 0
+                p, q = plane[2 * i + 1, 2 * j], plane[2 * i + 1, 2 * j + 1]
+                m1 = q if (q > p or q != q) else p
+                w1 = 3 if q > p else 2
+                out[i, j] = m1 if (m1 > m0 or m1 != m1) else m0
+                if keep_winner:
+                    winner[n, c, i, j] = w1 if m1 > m0 else w0
