@@ -317,7 +317,7 @@ def test_avg_unknown_kernel_error():
 @pytest.mark.parametrize("shape", [(2, 3, 8, 6), (1, 2, 7, 9), (1, 1, 2, 2), (1, 2, 3, 130), (1, 1, 5, 256)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_2x2_stride_2_forward_matches_reference_and_numpy(shape, dtype):
-    # Odd sizes: the last row/column is read by no window. Width >= 128 takes "auto"'s compiled branch.
+    # Odd sizes: the last row/column is read by no window.
     x = distinct_values(shape, seed=3).astype(dtype)
     upstream = np.random.default_rng(4).standard_normal((shape[0], shape[1], shape[2] // 2, shape[3] // 2))
     kwargs = dict(kernel_size=2, stride=None, padding=0)
@@ -355,9 +355,10 @@ def test_auto_runs_the_2x2_loop_from_its_width(monkeypatch):
     original = pool.NumbaMaxPoolKernel.forward
     monkeypatch.setattr(pool.NumbaMaxPoolKernel, "forward",
                         staticmethod(lambda *args: calls.append(args[1].shape) or original(*args)))
+    monkeypatch.setattr(pool, "NUMBA_2X2_FORWARD_MIN_ELEMENTS", 4 * 256)
     width = pool.NUMBA_2X2_FORWARD_MIN_WIDTH
-    for w in (width - 2, width):
-        with backend.use_kernel("max_pool2d", "auto"):
-            F.max_pool2d(ts.Tensor(np.zeros((1, 1, 4, w), dtype=np.float32)), 2)
+    with backend.use_kernel("max_pool2d", "auto"):
+        for w in (width - 2, width, 2 * width):
+            F.max_pool2d(ts.Tensor(np.zeros((1, 1, 4, w), dtype=np.float32)), 2)               # 4·w elements
             F.max_pool2d(ts.Tensor(np.zeros((1, 1, 6, w), dtype=np.float32)), 3, stride=2)   # not 2×2: NumPy
-    assert calls == [(1, 1, 4, width)]
+    assert calls == [(1, 1, 4, 2 * width)]       # width 128 alone is not enough: 512 elements

@@ -196,7 +196,7 @@ def _is_2x2_stride_2(geometry) -> bool:
 
 
 class AutoMaxPoolKernel(NumpyMaxPoolKernel):
-    """The default on the CPU: NumPy's forward except for wide 2×2-stride-2 pooling (below),
+    """The default on the CPU: NumPy's forward except for large, wide 2×2-stride-2 pooling (below),
     and Numba's backward from NUMBA_BACKWARD_MIN_OUTPUTS outputs.
 
     Measured (float32, 2×2 stride 2, 2 threads, median of 25 calls, ms; NumPy / Numba):
@@ -227,14 +227,20 @@ class AutoMaxPoolKernel(NumpyMaxPoolKernel):
         (1, 256, 16, 16)     0.17     0.22
 
     It wins 3–12× on images of width 128 and more and loses on width 64 and less (an
-    effect of the short rows not understood yet), hence NUMBA_2X2_FORWARD_MIN_WIDTH.
+    effect of the short rows not understood yet), hence NUMBA_2X2_FORWARD_MIN_WIDTH. Inside
+    a whole B16 U-Net step, though, using it on (4, 16, 128, 128) and (1, 16, 128, 128)
+    bought nothing measurable (6 alternating processes each: training 445 vs 444 ms,
+    inference 48.8 vs 45.7 ms with and without it: the threads it wakes between the
+    GEMMs cost what the loop saves, ~0.2–1 ms), so "auto" takes it only from
+    NUMBA_2X2_FORWARD_MIN_ELEMENTS input elements, where one call saves 6–7 ms.
     """
 
     name = "auto"
 
     @staticmethod
     def forward(xp, x, geometry, keep_winner):
-        if _is_2x2_stride_2(geometry) and x.shape[3] >= NUMBA_2X2_FORWARD_MIN_WIDTH:
+        if (_is_2x2_stride_2(geometry) and x.shape[3] >= NUMBA_2X2_FORWARD_MIN_WIDTH
+                and x.size >= NUMBA_2X2_FORWARD_MIN_ELEMENTS):
             return NumbaMaxPoolKernel.forward(xp, x, geometry, keep_winner)
         return NumpyMaxPoolKernel.forward(xp, x, geometry, keep_winner)
 
@@ -247,8 +253,9 @@ class AutoMaxPoolKernel(NumpyMaxPoolKernel):
 
 # Where "auto" switches the backward from NumPy to Numba: N·C·H'·W' outputs (see above).
 NUMBA_BACKWARD_MIN_OUTPUTS = 2**16
-# Input width from which "auto" runs 2×2-stride-2 forwards compiled (see above).
+# Input width and size from which "auto" runs 2×2-stride-2 forwards compiled (see above).
 NUMBA_2X2_FORWARD_MIN_WIDTH = 128
+NUMBA_2X2_FORWARD_MIN_ELEMENTS = 2**21
 
 
 # Kernels by name: ``backend.use_kernel("max_pool2d", name)`` selects one.
