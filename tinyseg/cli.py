@@ -19,6 +19,29 @@ class UsageError(Exception):
     """A problem with what the user asked for: reported in one line, exit status 2."""
 
 
+# ----------------------------------------------------------------------------- output folders
+
+def check_out_folder(path, option: str = "--out") -> None:
+    """Raise UsageError unless ``path`` can be used as an output folder: it is a folder, or
+    it can be created, and tinyseg may write in it. Checked before any work is done, so a
+    bad ``--out`` costs one line, not a training run that fails when it saves."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path}: is an existing file; expected a folder (existing or new) for the outputs")
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise UsageError(f"{option} {path}: {existing} is a file, so no folder can be made under it; "
+                         f"expected a path whose existing part is a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        which = "" if existing == path else " (the nearest existing folder on that path)"
+        raise UsageError(f"{option} {path}: no permission to write in {existing}{which}; "
+                         f"expected a folder you can write to")
+
+
 # ----------------------------------------------------------------------------- data
 
 def _dataset(path, foreground, skip_bad, num_classes=None):
@@ -332,6 +355,8 @@ def main(argv=None) -> int:
     from .data.io import DataError
     from .train import TrainingDiverged
     try:
+        if hasattr(args, "out"):             # every command that writes files; evaluate defaults to "."
+            check_out_folder(args.out if args.out is not None else ".")
         return args.handler(args)
     except (UsageError, DataError, TrainingDiverged, FileNotFoundError, ValueError, ImportError) as exc:
         if os.environ.get("TINYSEG_DEBUG"):

@@ -31,7 +31,7 @@ import numpy as np
 from . import backend
 from .tensor import Tensor
 
-__all__ = ["save", "load"]
+__all__ = ["save", "load", "first_non_finite", "require_finite"]
 
 FORMAT = "tinyseg-checkpoint"
 VERSION = 1
@@ -214,3 +214,32 @@ def load(path) -> dict:
             return _decode(header["tree"], read_array)
     except (zipfile.BadZipFile, EOFError) as error:
         raise _not_a_checkpoint(path, f"found a damaged or truncated archive ({error})") from None
+
+
+# ----- weights that are numbers
+
+def first_non_finite(arrays: dict):
+    """(name, description) of the first array in ``arrays`` (name -> array, in order) that
+    holds NaN or ±Inf, e.g. ``("enc.0.conv1.weight", "3 NaN, 1 +Inf of 432 values")``; None when all are finite."""
+    for name, value in arrays.items():
+        value = value.data if isinstance(value, Tensor) else value
+        array = np.asarray(backend.to_device(value, "cpu"))
+        if not np.issubdtype(array.dtype, np.floating) or np.all(np.isfinite(array)):
+            continue
+        counts = [(int(np.isnan(array).sum()), "NaN"), (int(np.isposinf(array).sum()), "+Inf"),
+                  (int(np.isneginf(array).sum()), "-Inf")]
+        found = ", ".join(f"{n} {kind}" for n, kind in counts if n)
+        return name, f"{found} of {array.size} values"
+    return None
+
+
+def require_finite(weights: dict, path) -> None:
+    """Raise ValueError naming the first tensor of ``weights`` (a model state dict read from
+    the checkpoint ``path``) that holds NaN or Inf: such a model predicts garbage silently
+    (e.g. all-background masks), so it is refused at load."""
+    bad = first_non_finite(weights)
+    if bad is not None:
+        name, found = bad
+        raise ValueError(f"checkpoint {os.fspath(path)}: weight {name!r} holds {found}; expected finite numbers "
+                         f"(the run that wrote it diverged: use an earlier checkpoint, e.g. best.npz, or retrain "
+                         f"with a lower --lr)")

@@ -26,7 +26,7 @@ from . import metrics
 from . import optim
 from . import random as ts_random
 from .backend import get_array_module, to_device
-from .serialization import load, save
+from .serialization import first_non_finite, load, require_finite, save
 from .tensor import Tensor, no_grad
 
 LOSSES = ("ce", "dice", "ce+dice")
@@ -296,11 +296,21 @@ class Trainer:
         }
 
     def save_checkpoint(self, path):
-        save(self.state_dict(), path)
+        """Write the state to ``path``; weights holding NaN or Inf are never written (over a
+        good checkpoint or not): that raises TrainingDiverged and keeps the file as it was."""
+        state = self.state_dict()
+        bad = first_non_finite(state["model"])
+        if bad is not None:
+            kept = f"; {path} is kept as it was" if os.path.exists(path) else ""
+            raise TrainingDiverged(f"after epoch {self.epoch} the weight {bad[0]!r} holds {bad[1]}, so no checkpoint "
+                                   f"was written{kept}. Try a lower learning rate (--lr), or check the data for "
+                                   f"NaN/inf values")
+        save(state, path)
 
     def resume(self, path):
         """Restore everything from a checkpoint written by ``save_checkpoint``."""
         state = load(path)
+        require_finite(state["model"], path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler"):

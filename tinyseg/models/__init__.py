@@ -4,12 +4,14 @@ from .unet import UNet, unet_seed
 
 def from_checkpoint(path):
     """(model, checkpoint) from a training checkpoint: the U-Net rebuilt from its stored
-    configuration, with the stored weights loaded, in eval mode."""
-    from ..serialization import load
+    configuration, with the stored weights loaded, in eval mode. Weights holding NaN or
+    Inf are refused (ValueError naming the first such tensor)."""
+    from ..serialization import load, require_finite
     state = load(path)
     if "model" not in state or "model_config" not in state:
         raise ValueError(f"{path}: not a tinyseg training checkpoint (expected 'model' and 'model_config' entries, "
                          f"found {sorted(state)})")
+    require_finite(state["model"], path)
     model = UNet(**state["model_config"])
     model.load_state_dict(state["model"])
     model.eval()
