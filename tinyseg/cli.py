@@ -44,12 +44,22 @@ def check_out_folder(path, option: str = "--out") -> None:
 
 # ----------------------------------------------------------------------------- data
 
-def _dataset(path, foreground, skip_bad, num_classes=None):
+def _dataset(path, foreground, skip_bad, num_classes=None, patient_regex=None):
     from .data import FolderDataset
     if not Path(path).is_dir():
         raise UsageError(f"--data {path}: no such folder (expected DIR/images + DIR/masks, or an nnU-Net "
                          f"folder with imagesTr/ + labelsTr/)")
-    return FolderDataset(path, foreground=foreground, skip_bad=skip_bad, num_classes=num_classes)
+    return FolderDataset(path, foreground=foreground, skip_bad=skip_bad, num_classes=num_classes,
+                         patient_regex=patient_regex)
+
+
+def _count_cases(subset) -> str:
+    """'5 cases (120 slices)' for volumes, '8 images' for 2-D data."""
+    from .data import case_groups
+    cases = len(set(case_groups(subset)))
+    if cases == len(subset):
+        return f"{len(subset)} image{'s' * (len(subset) != 1)}"
+    return f"{cases} case{'s' * (cases != 1)} ({len(subset)} slices)"
 
 
 def _normalise(image):
@@ -68,15 +78,16 @@ def build_data(args):
         data = SyntheticPhantoms(n=args.synthetic_count, size=args.image_size or 128, mode=mode, seed=args.seed)
         description = f"synthetic phantoms ({mode}, {len(data)} images of {args.image_size or 128}²)"
     else:
-        data = _dataset(args.data, args.foreground, args.skip_bad, args.classes)
-        description = f"{args.data} ({len(data)} images, {data.mask_encoding})"
+        data = _dataset(args.data, args.foreground, args.skip_bad, args.classes, args.patient_regex)
+        description = f"{args.data} ({_count_cases(data)}, {data.mask_encoding})"
     if args.val_data is not None:
-        val = _dataset(args.val_data, args.foreground, args.skip_bad, args.classes)
-        return data, val, description + f"; validation: {args.val_data} ({len(val)} images)"
+        val = _dataset(args.val_data, args.foreground, args.skip_bad, args.classes, args.patient_regex)
+        return data, val, description + f"; validation: {args.val_data} ({_count_cases(val)})"
     if not 0 < args.val_split < 1:
         raise UsageError(f"--val-split {args.val_split}: expected a fraction between 0 and 1")
-    train, val = split(data, args.val_split, seed=args.seed, mode=args.split_mode)
-    return train, val, description + f"; {args.split_mode} split {len(train)}/{len(val)}"
+    train, val = split(data, args.val_split, seed=args.seed, mode=args.split_mode, by=args.split_by)
+    return train, val, description + (f"; {args.split_mode} split by {args.split_by}: train {_count_cases(train)}, "
+                                      f"validation {_count_cases(val)}")
 
 
 def _image_size(args, dataset, depth):
@@ -297,7 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--val-split", type=float, default=0.2, help="fraction of the data held out for validation")
     val.add_argument("--val-data", help="a separate validation folder")
     p.add_argument("--split-mode", choices=["random", "contiguous"], default="random",
-                   help="contiguous: the last block (slices of one volume)")
+                   help="random cases, or the last cases in name order (contiguous: for consecutive 2-D "
+                        "slices stored as separate images, e.g. ISBI)")
+    p.add_argument("--split-by", choices=["case", "item"], default="case",
+                   help="case (default): all slices of a volume (all cases of a patient) on one side; "
+                        "item: slice by slice, only for a single volume")
+    p.add_argument("--patient-regex", default=None,
+                   help="regular expression whose first group in a case name is the patient id "
+                        "(e.g. '(patient\\d+)'); a patient's cases stay on one side of the split")
     foreground(p)
     p.add_argument("--out", default="runs/train", help="run folder")
     p.add_argument("--resume", help="checkpoint (last.npz) to continue from")

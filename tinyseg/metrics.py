@@ -162,6 +162,23 @@ def accuracy(pred, target) -> float:
     return _overlap(*_confusion(*_check_pair(pred, target)))["accuracy"]
 
 
+def confusion_per_class(pred, target, num_classes: int, include_background: bool = False) -> np.ndarray:
+    """Confusion counts (classes, 4) = [TP, FP, FN, TN] of ``pred == c`` against ``target == c`` for
+    each class c (1..num_classes-1, plus 0 with ``include_background``). Counts of the slices of
+    one volume add up to the volume's counts: sum them to score a case in 3-D."""
+    classes = _classes(num_classes, include_background)
+    p, t = np.asarray(pred), np.asarray(target)
+    if p.shape != t.shape:
+        raise ValueError(f"pred and target must have the same shape, got pred {p.shape} and target {t.shape}")
+    return np.array([_confusion(p == c, t == c) for c in classes], dtype=np.int64).reshape(len(classes), 4)
+
+
+def overlap_from_counts(counts) -> dict[str, float]:
+    """The overlap metrics (dice, iou, ...) of one class from its [TP, FP, FN, TN] counts,
+    with the empty-mask rules of the module docstring."""
+    return _overlap(*(int(c) for c in counts))
+
+
 # ---------------------------------------------------------------------------------------
 # exact Euclidean distance transform
 

@@ -198,21 +198,35 @@ class Trainer:
         return total / max(count, 1)
 
     def validate(self) -> dict:
-        """Validation loss, mean per-image Dice and IoU (foreground classes), predicted foreground fraction."""
+        """Validation loss, mean per-case Dice and IoU (foreground classes), predicted foreground fraction.
+
+        A case is what ``tinyseg.data.case_groups`` says of the validation set: the slices of
+        one volume are scored together, as one 3-D mask (their confusion counts summed), and
+        each 2-D image is its own case. Classes are averaged within a case, cases with equal weight.
+        """
+        from .data.loader import case_groups
         self.model.eval()
-        losses, dices, ious, fg_pred, fg_true, n = [], [], [], 0, 0, 0
+        groups = case_groups(self.val_loader.dataset)
+        self.val_loader.set_epoch(self.val_loader.epoch)    # from its first batch, so order[n] is item n
+        order = self.val_loader.order(self.val_loader.epoch)
+        counts: dict = {}           # case -> (classes, 4) confusion counts
+        losses, fg_pred, fg_true, n = [], 0, 0, 0
         with no_grad():
             for images, masks in self.val_loader:
                 logits, loss = self._batch_loss(images, masks)
                 losses.append(float(loss.item()) * len(images))
                 pred = predict_labels(logits.numpy(), self.config.threshold)
                 for p, t in zip(pred, masks):
-                    dices.append(np.mean(list(metrics.per_class(metrics.dice, p, t, self.num_classes).values())))
-                    ious.append(np.mean(list(metrics.per_class(metrics.iou, p, t, self.num_classes).values())))
+                    case = groups[int(order[n])]
+                    case_counts = metrics.confusion_per_class(p, t, self.num_classes)
+                    counts[case] = counts[case] + case_counts if case in counts else case_counts
+                    n += 1
                 fg_pred += int((pred > 0).sum())
                 fg_true += int((masks > 0).sum())
-                n += len(images)
         self.model.train()
+        scores = [[metrics.overlap_from_counts(row) for row in case_counts] for case_counts in counts.values()]
+        dices = [np.mean([s["dice"] for s in case]) for case in scores]
+        ious = [np.mean([s["iou"] for s in case]) for case in scores]
         return {"val_loss": sum(losses) / max(n, 1), "val_dice": float(np.mean(dices)),
                 "val_iou": float(np.mean(ious)), "val_fg_pred": fg_pred, "val_fg_true": fg_true}
 

@@ -191,6 +191,42 @@ def _read_dataset_json(path: Path, problems: _Problems):
     return class_names, channel_names
 
 
+def _patients(root: Path, cases: list[str], patient_regex) -> dict[str, str]:
+    """case -> patient id: from ``patient_regex``, else from ROOT/dataset.json's "patients"
+    ({"<patient>": ["<case>", ...]}), else each case is its own patient."""
+    if patient_regex is not None:
+        try:
+            pattern = re.compile(patient_regex)
+        except re.error as exc:
+            raise DataError(f"patient_regex '{patient_regex}' is not a valid regular expression ({exc})") from exc
+        patients = {}
+        for case in cases:
+            found = pattern.search(case)
+            if found is None:
+                raise DataError(f"case {case!r} (under {root}) does not match patient_regex '{patient_regex}'; "
+                                "expected every case name to contain its patient id, e.g. r'(patient\\d+)'")
+            patients[case] = found.group(1) if pattern.groups else found.group(0)
+        return patients
+    patients = {case: case for case in cases}
+    path = root / "dataset.json"
+    if not path.is_file():
+        return patients
+    try:
+        listed = json.loads(path.read_text()).get("patients")
+    except (OSError, ValueError, AttributeError):
+        return patients             # an unreadable dataset.json is reported by the scan
+    if listed is None:
+        return patients
+    if not isinstance(listed, dict) or not all(isinstance(v, list) for v in listed.values()):
+        raise DataError(f"{path}: \"patients\" must map each patient id to a list of its case names, "
+                        f"e.g. {{\"p01\": [\"case_001\", \"case_002\"]}}; got {str(listed)[:80]}")
+    for patient, patient_cases in listed.items():
+        for case in patient_cases:
+            if str(case) in patients:
+                patients[str(case)] = str(patient)
+    return patients
+
+
 class _FolderScan:
     """Finds the pairs under ``root``, reads each once, checks it and decides the mask encoding."""
 
@@ -449,14 +485,20 @@ class FolderDataset:
                  mismatch, unexpected mask values) instead of raising DataError.
     channels:    convert images to this many channels (RGB -> 1 by luminance, 1 -> 3 by
                  repetition); default: as stored (all images must agree).
+    patient_regex: a regular expression found in each case name whose first group (or
+                 whole match) is the patient id, e.g. r"(patient\\d+)" for ACDC's
+                 'patient001_frame01'; cases of one patient then stay on one side of a split.
 
     Attributes: ids (one per item; '<case>_slice012' for slices of a volume), num_classes,
     mask_encoding (one-line description), class_names / channel_names (from dataset.json
-    or None), layout, case_ids and slice_indices (per item; slice None for 2-D files).
+    or None), layout, case_ids and slice_indices (per item; slice None for 2-D files),
+    patient_ids (per item: from ``patient_regex``, else from dataset.json's "patients"
+    ({"<patient>": ["<case>", ...]}, a tinyseg addition), else the case id).
     Every file is read once when the dataset is built; datasets under 1 GiB stay in memory.
     """
 
-    def __init__(self, root, foreground=None, num_classes=None, skip_bad=False, channels=None):
+    def __init__(self, root, foreground=None, num_classes=None, skip_bad=False, channels=None,
+                 patient_regex=None):
         if foreground is not None and num_classes not in (None, 2):
             raise ValueError(f"foreground={foreground} makes a binary task; got num_classes={num_classes}")
         self._scan = _FolderScan(root, foreground, num_classes, channels,
@@ -479,6 +521,8 @@ class FolderDataset:
             self.ids.append(f"{pair.case}_slice{s:03d}" if is_volume else pair.case)
             self.case_ids.append(pair.case)
             self.slice_indices.append(s if is_volume else None)
+        patients = _patients(self.root, [pair.case for pair in self._pairs], patient_regex)
+        self.patient_ids: list[str] = [patients[case] for case in self.case_ids]
         # Cached masks are stored as class maps from now on.
         encoding = self._scan.encoding
         self._cache = {p: (image, encoding.apply(mask)) for p, (image, mask) in self._scan.cache.items()}

@@ -25,11 +25,15 @@ class ArrayDataset:
     images: (N, C, H, W) or (N, H, W) (one channel), or a list of (C, H, W) / (H, W) arrays
             of any sizes; masks: (N, H, W) or a list of (H, W) integer arrays.
     ds[i] -> (float32 (C, H, W), int64 (H, W)). ``num_classes`` defaults to max(mask) + 1 (at least 2).
+    ``case_ids``: optional, per item, the case (e.g. volume) it belongs to; ``split`` keeps cases whole.
     """
 
-    def __init__(self, images, masks, num_classes: int | None = None):
+    def __init__(self, images, masks, num_classes: int | None = None, case_ids=None):
         if len(images) != len(masks):
             raise ValueError(f"got {len(images)} images but {len(masks)} masks")
+        if case_ids is not None and len(case_ids) != len(images):
+            raise ValueError(f"got {len(images)} images but {len(case_ids)} case_ids; expected one case id per image")
+        self.case_ids = None if case_ids is None else list(case_ids)
         self.images = [np.asarray(image, dtype=np.float32) for image in images]
         self.images = [image[None] if image.ndim == 2 else image for image in self.images]
         self.masks = [np.asarray(mask) for mask in masks]
@@ -50,7 +54,8 @@ class ArrayDataset:
 
 
 class Subset:
-    """The items ``indices`` of ``dataset``, in that order; forwards num_classes, ids and spacing."""
+    """The items ``indices`` of ``dataset``, in that order; forwards num_classes, ids, spacing and
+    the per-item case_ids, patient_ids and slice_indices (None where the dataset has none)."""
 
     def __init__(self, dataset, indices):
         self.dataset = dataset
@@ -75,29 +80,78 @@ class Subset:
         spacing = getattr(self.dataset, "spacing", None)
         return None if spacing is None else spacing(self.indices[index])
 
+    def _per_item(self, name: str):
+        values = getattr(self.dataset, name, None)
+        return None if values is None else [values[i] for i in self.indices]
 
-def split(dataset, val_fraction: float, seed: int = 0, mode: str = "random"):
-    """(train Subset, validation Subset) with round(len · val_fraction) validation items (at least 1).
+    @property
+    def case_ids(self):
+        return self._per_item("case_ids")
 
-    mode="random":     a seeded random choice of validation items.
-    mode="contiguous": the last block of items. Use it for consecutive slices of one
-                       volume (e.g. ISBI 2012): neighbouring slices are nearly alike, so a
-                       random split would let validation see near-copies of training items.
+    @property
+    def patient_ids(self):
+        return self._per_item("patient_ids")
+
+    @property
+    def slice_indices(self):
+        return self._per_item("slice_indices")
+
+    def volume_spacing(self, index: int):
+        spacing = getattr(self.dataset, "volume_spacing", None)
+        return None if spacing is None else spacing(self.indices[index])
+
+
+def case_groups(dataset) -> list:
+    """Per item, the case it belongs to: the patient id where the dataset knows one
+    (``patient_ids``), else the case (``case_ids``: the volume or file the item comes
+    from), else the item itself (each image its own case, e.g. synthetic phantoms)."""
+    for name in ("patient_ids", "case_ids"):
+        groups = getattr(dataset, name, None)
+        if groups is not None:
+            return list(groups)
+    return list(range(len(dataset)))
+
+
+def split(dataset, val_fraction: float, seed: int = 0, mode: str = "random", by: str = "case"):
+    """(train Subset, validation Subset), holding out round(cases · val_fraction) cases (at least 1).
+
+    by="case" (default): whole cases go to one side, never both, as in nnU-Net. A case is
+                 the patient where the dataset names one (``patient_ids``), else the volume
+                 or file an item comes from (``case_ids``), else the item itself (see
+                 ``case_groups``): all slices of a volume, or all volumes of a patient, stay
+                 together. A folder of 2-D images splits image by image, as before.
+    by="item":   items are split one by one, ignoring cases (slices of one volume can then
+                 sit on both sides; validation scores are optimistic). Only for data with a
+                 single case, and only knowingly.
+    mode="random":     a seeded random choice of validation cases.
+    mode="contiguous": the last cases in dataset order. Use it for consecutive 2-D slices
+                       stored as separate images (e.g. ISBI 2012): neighbouring slices are
+                       nearly alike, so a random split would let validation see near-copies.
     Indices in each subset keep the dataset's order.
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
+    if mode not in ("random", "contiguous"):
+        raise ValueError(f"mode must be 'random' or 'contiguous', got {mode!r}")
+    if by not in ("case", "item"):
+        raise ValueError(f"by must be 'case' or 'item', got {by!r}")
     n = len(dataset)
     if n < 2:
         raise ValueError(f"cannot split a dataset of {n} item(s) into training and validation")
-    n_val = min(max(int(round(n * val_fraction)), 1), n - 1)
+    groups = case_groups(dataset) if by == "case" else list(range(n))
+    cases = list(dict.fromkeys(groups))          # in dataset order
+    if len(cases) < 2:
+        raise ValueError(f"cannot split by case: all {n} items belong to one case ({cases[0]!r}); expected at "
+                         "least 2 cases. Give a separate validation set (--val-data), or split the slices of "
+                         "this one case with by='item' (--split-by item), knowing that neighbouring slices "
+                         "are nearly alike")
+    n_val = min(max(int(round(len(cases) * val_fraction)), 1), len(cases) - 1)
     if mode == "contiguous":
-        val = np.arange(n - n_val, n)
-    elif mode == "random":
-        val = np.sort(np.random.default_rng(seed).permutation(n)[:n_val])
+        val_cases = set(cases[len(cases) - n_val:])
     else:
-        raise ValueError(f"mode must be 'random' or 'contiguous', got {mode!r}")
-    train = np.setdiff1d(np.arange(n), val)
+        val_cases = {cases[i] for i in np.random.default_rng(seed).permutation(len(cases))[:n_val]}
+    val = [i for i, group in enumerate(groups) if group in val_cases]
+    train = [i for i, group in enumerate(groups) if group not in val_cases]
     return Subset(dataset, train), Subset(dataset, val)
 
 

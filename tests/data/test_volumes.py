@@ -1,0 +1,190 @@
+"""Volumes are cases, not piles of slices: splits by case (and patient), NIfTI label volumes
+from ``predict``, per-case 3-D metrics from ``evaluate``, spacing and orientation in
+``check-data``. Volumes are tiny (16×16×6) so that the file runs in seconds."""
+import json
+
+import numpy as np
+import pytest
+
+import tinyseg as ts
+from tinyseg.cli import main
+from tinyseg.data import ArrayDataset, DataLoader, FolderDataset, Subset, case_groups, split
+from tinyseg.data import transforms as T
+from tinyseg.metrics import confusion_per_class, overlap_from_counts
+from tinyseg.train import Trainer, TrainConfig, predict_labels
+
+SPACING = (0.8, 0.8, 2.5)       # NIfTI zooms (x, y, z), as in the issue's CT-like folder
+
+
+def ball_volume(shape=(16, 16, 6), centre=(8, 8, 3), radius=(5, 4, 2)):
+    """A binary ellipsoid in NIfTI (x, y, z) array order."""
+    grid = np.indices(shape)
+    return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radius)) <= 1
+
+
+def ct_affine(zooms=SPACING, origin=(-12.5, 30.0, -40.0)):
+    """A non-trivial affine: LPS-like flips on the first two axes, the given spacing and an origin."""
+    affine = np.diag([-zooms[0], -zooms[1], zooms[2], 1.0])
+    affine[:3, 3] = origin
+    return affine
+
+
+def save_nifti(path, data, affine=None):
+    nibabel = pytest.importorskip("nibabel")
+    affine = ct_affine() if affine is None else affine
+    image = nibabel.Nifti1Image(data, affine)
+    image.header.set_zooms(tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0))))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nibabel.save(image, str(path))
+    return path
+
+
+def nnunet_folder(root, cases=6, shape=(16, 16, 6), names=None):
+    """ROOT/imagesTr/<case>_0000.nii.gz + ROOT/labelsTr/<case>.nii.gz; each case a shifted ball."""
+    rng = np.random.default_rng(0)
+    names = names or [f"case_{i:03d}" for i in range(cases)]
+    for i, name in enumerate(names):
+        label = ball_volume(shape, centre=(6 + i % 4, 7 + i % 3, 3)).astype(np.uint8)
+        image = (100.0 * label + rng.normal(0, 10, shape)).astype(np.float32)
+        save_nifti(root / "labelsTr" / f"{name}.nii.gz", label)
+        save_nifti(root / "imagesTr" / f"{name}_0000.nii.gz", image)
+    return root
+
+
+def sides(train, val, groups):
+    return {groups[i] for i in train.indices}, {groups[i] for i in val.indices}
+
+
+# --- 1. splits by case ----------------------------------------------------------------
+
+def volumes_as_items(slices_per_case=(5, 3, 7, 4, 6, 2, 8)):
+    """An ArrayDataset of 2-D slices with case ids, one case per 'volume' of a different depth."""
+    case_ids = [f"vol{c}" for c, depth in enumerate(slices_per_case) for _ in range(depth)]
+    images = np.zeros((len(case_ids), 4, 4), np.float32)
+    return ArrayDataset(images, np.zeros((len(case_ids), 4, 4), np.uint8), case_ids=case_ids)
+
+
+@pytest.mark.parametrize("mode", ["random", "contiguous"])
+@pytest.mark.parametrize("fraction", [0.2, 0.3, 0.5])
+def test_split_never_puts_a_case_on_both_sides(mode, fraction):
+    data = volumes_as_items()
+    for seed in range(8):
+        train, val = split(data, fraction, seed=seed, mode=mode)
+        train_cases, val_cases = sides(train, val, data.case_ids)
+        assert not train_cases & val_cases
+        assert sorted(train.indices + val.indices) == list(range(len(data)))
+        assert len(val_cases) == max(1, round(7 * fraction))        # the fraction counts cases, not slices
+        # every slice of a held-out case is held out
+        assert val.indices == [i for i, case in enumerate(data.case_ids) if case in val_cases]
+        if mode == "contiguous":
+            assert val_cases == {f"vol{c}" for c in range(7 - len(val_cases), 7)}
+
+
+def test_random_split_draws_different_cases_per_seed_and_the_same_for_a_seed():
+    data = volumes_as_items()
+    drawn = {frozenset(sides(*split(data, 0.3, seed=seed), data.case_ids)[1]) for seed in range(10)}
+    assert len(drawn) > 1
+    assert split(data, 0.3, seed=4)[1].indices == split(data, 0.3, seed=4)[1].indices
+
+
+def test_split_of_2d_images_is_image_by_image_as_before():
+    data = ArrayDataset(np.zeros((10, 4, 4), np.float32), np.zeros((10, 4, 4), np.uint8))
+    assert case_groups(data) == list(range(10))
+    for mode in ("random", "contiguous"):
+        by_case, by_item = split(data, 0.3, seed=2, mode=mode), split(data, 0.3, seed=2, mode=mode, by="item")
+        assert by_case[1].indices == by_item[1].indices and len(by_case[1]) == 3
+
+
+def test_a_single_case_cannot_be_split_by_case_but_by_item_on_request():
+    data = ArrayDataset(np.zeros((6, 4, 4), np.float32), np.zeros((6, 4, 4), np.uint8), case_ids=["vol"] * 6)
+    with pytest.raises(ValueError, match=r"all 6 items belong to one case \('vol'\).*--val-data.*by='item'"):
+        split(data, 0.2)
+    train, val = split(data, 0.2, mode="contiguous", by="item")
+    assert val.indices == [5]
+    with pytest.raises(ValueError, match="by must be 'case' or 'item'"):
+        split(data, 0.2, by="slice")
+
+
+@pytest.mark.parametrize("mode", ["random", "contiguous"])
+def test_nifti_folder_splits_by_volume(tmp_path, mode):
+    data = FolderDataset(nnunet_folder(tmp_path))
+    assert len(data) == 36 and len(set(data.case_ids)) == 6 and data.patient_ids == data.case_ids
+    for seed in range(4):
+        train, val = split(data, 0.2, seed=seed, mode=mode)
+        train_cases, val_cases = sides(train, val, data.case_ids)
+        assert not train_cases & val_cases and len(val_cases) == 1 and len(val) == 6
+        assert val.case_ids == [next(iter(val_cases))] * 6 and val.slice_indices == list(range(6))
+    if mode == "contiguous":
+        assert val_cases == {"case_005"}
+
+
+def test_patients_from_dataset_json_and_from_a_regex_stay_together(tmp_path):
+    names = [f"patient{p:03d}_frame{f:02d}" for p in range(1, 5) for f in (1, 12)]   # ACDC-like: 2 per patient
+    root = nnunet_folder(tmp_path / "acdc", names=names, shape=(16, 16, 2))
+    by_regex = FolderDataset(root, patient_regex=r"(patient\d+)_")
+    assert sorted(set(by_regex.patient_ids)) == ["patient001", "patient002", "patient003", "patient004"]
+    by_case = FolderDataset(root)
+    (root / "dataset.json").write_text(json.dumps({
+        "labels": {"background": 0, "heart": 1}, "channel_names": {"0": "MRI"},
+        "patients": {f"p{p}": [f"patient{p:03d}_frame01", f"patient{p:03d}_frame12"] for p in range(1, 5)}}))
+    by_json = FolderDataset(root)
+    assert by_json.patient_ids[0] == "p1" and len(set(by_json.patient_ids)) == 4
+    for data in (by_regex, by_json):
+        for mode in ("random", "contiguous"):
+            for seed in range(6):
+                train, val = split(data, 0.25, seed=seed, mode=mode)
+                train_patients, val_patients = sides(train, val, data.patient_ids)
+                assert not train_patients & val_patients and len(val_patients) == 1
+                assert len(set(val.case_ids)) == 2          # both frames of the held-out patient
+    # without patient information the two frames of one patient can be split apart
+    apart = [split(by_case, 0.25, seed=seed) for seed in range(6)]
+    assert any(len(set(val.case_ids)) == 2 and len({c[:10] for c in val.case_ids}) == 2 for _, val in apart)
+    with pytest.raises(ts.data.DataError, match=r"'patient001_frame01'.*does not match patient_regex 'P\\d'"):
+        FolderDataset(root, patient_regex=r"P\d")
+    (root / "dataset.json").write_text(json.dumps({"patients": ["patient001_frame01"]}))
+    with pytest.raises(ts.data.DataError, match='"patients" must map each patient id to a list'):
+        FolderDataset(root)
+
+
+def test_subset_forwards_the_case_information():
+    data = volumes_as_items((2, 3))
+    subset = Subset(data, [4, 0])
+    assert subset.case_ids == ["vol1", "vol0"] and subset.patient_ids is None and case_groups(subset) == ["vol1", "vol0"]
+    assert Subset(ArrayDataset(np.zeros((2, 4, 4)), np.zeros((2, 4, 4), np.uint8)), [1]).case_ids is None
+
+
+def test_trainer_validation_dice_is_per_case_in_3d():
+    """Slices of one case are scored as one 3-D mask: their confusion counts are summed."""
+    ts.manual_seed(0)
+    rng = np.random.default_rng(1)
+    masks = (rng.random((7, 8, 8)) < 0.3).astype(np.uint8)
+    masks[2] = 0                                     # an empty slice: per-slice Dice would count it as 1.0
+    images = (masks + rng.normal(0, 0.5, masks.shape)).astype(np.float32)
+    data = ArrayDataset(images, masks, case_ids=["a", "a", "a", "b", "b", "c", "c"])
+    model = ts.models.UNet(1, 1, base_channels=2, depth=1)
+    loader = DataLoader(data, 3, shuffle=False)
+    trainer = Trainer(model, loader, loader, TrainConfig(epochs=1, progress=False), log=lambda *_: None)
+    row = trainer.validate()
+    model.eval()
+    with ts.no_grad():
+        pred = predict_labels(model(ts.Tensor(images[:, None])).numpy())
+    expected = []
+    for case in "abc":
+        items = [i for i, c in enumerate(data.case_ids) if c == case]
+        expected.append(overlap_from_counts(confusion_per_class(pred[items], masks[items], 2)[0])["dice"])
+    assert row["val_dice"] == pytest.approx(np.mean(expected), rel=1e-12)
+    per_slice = np.mean([overlap_from_counts(confusion_per_class(p, t, 2)[0])["dice"] for p, t in zip(pred, masks)])
+    assert row["val_dice"] != pytest.approx(per_slice)
+
+
+def test_train_cli_splits_a_volume_folder_by_case(tmp_path, capsys):
+    root = nnunet_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--epochs", "1", "--batch-size", "6", "--image-size", "16",
+                 "--base-channels", "2", "--depth", "2", "--out", str(run), "--no-progress",
+                 "--split-mode", "contiguous"]) == 0
+    out = capsys.readouterr().out
+    assert "6 cases (36 slices)" in out
+    assert "contiguous split by case: train 5 cases (30 slices), validation 1 case (6 slices)" in out
+    config = json.loads((run / "config.json").read_text())
+    assert config["arguments"]["split_by"] == "case"
