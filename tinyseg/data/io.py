@@ -10,8 +10,21 @@ the source). Formats:
 
     PNG / JPEG / BMP   Pillow (comes with matplotlib). Palette ('P') images read as their
                        palette indices for masks (the indices are the classes) and as
-                       colours for images; RGB -> 3 channels; 16-bit PNG kept as 16-bit.
+                       colours for images (grey when the palette is grey); RGB -> 3
+                       channels; 16-bit grey PNG kept as 16-bit.
     TIFF               tifffile; 2-D, RGB, or multi-page (pages -> slices).
+
+Encodings that real folders contain, and what the readers do with them (``ImageInfo.encoding``
+says it in one line per file; ``tinyseg check-data`` tallies them):
+
+    RGB(A) whose channels are all equal   grey stored as colour -> 1 grey channel
+    RGBA / LA / PA with opaque alpha      alpha dropped (it holds no image content)
+    alpha that is not opaque anywhere     DataError: what see-through pixels show is not in
+                                          the file (flatten the image onto its background)
+    16-bit colour PNG                     Pillow reads 8 bits per channel (the high byte);
+                                          said in the encoding (use TIFF to keep 16 bits)
+    TIFF with pages of several sizes      the first series (pages of one size) is read and
+                                          the encoding says how many were left out
     NIfTI .nii(.gz)    nibabel; a 3-D volume is sliced along its last axis by default
                        (``slice_axis``); a 4-D volume's last axis holds modalities (channels),
                        as in the Medical Segmentation Decathlon; spacing from pixdim.
@@ -54,12 +67,17 @@ class ImageInfo:
                 (millimetres for NIfTI and DICOM), else None.
     num_slices: None for a 2-D image; S for a volume read as S slices.
     palette:    True when the pixels are palette indices (a 'P' mode PNG read as a mask).
+    encoding:   what the file holds and what the reader made of it, e.g.
+                "8-bit RGBA, alpha opaque -> alpha dropped; channels equal -> 1 grey channel".
+    grey_from_colour: True when equal colour channels were read as one grey channel.
     """
     source: str
     dtype: str
     spacing: tuple[float, float] | None = None
     num_slices: int | None = None
     palette: bool = False
+    encoding: str = ""
+    grey_from_colour: bool = False
 
 
 def split_extension(path) -> tuple[str, str]:
@@ -93,6 +111,37 @@ def _require(module_name: str, path: Path):
 
 # --- format readers: each returns (pixels (S, C, H, W) in the stored dtype, ImageInfo) ---
 
+def _require_opaque(alpha: np.ndarray, opaque, path: Path, found: str) -> None:
+    """DataError unless every alpha value is ``opaque`` (fully covering)."""
+    see_through = alpha != opaque
+    if np.any(see_through):
+        raise DataError(f"{path}: {found} whose alpha channel is not opaque ({see_through.mean():.1%} of pixels, "
+                        f"alpha down to {alpha.min()} of {opaque}); what see-through pixels show is not in the file, "
+                        f"so tinyseg does not guess it: flatten the image onto its background, or save it without "
+                        f"alpha (e.g. Pillow's image.convert('RGB') or .convert('L'))")
+
+
+def _grey_if_channels_equal(pixels: np.ndarray, notes: list) -> tuple[np.ndarray, bool]:
+    """(S, 3, H, W) colour pixels whose channels are all equal -> (S, 1, H, W): grey stored as colour."""
+    if pixels.shape[1] == 3 and np.array_equal(pixels[:, 0], pixels[:, 1]) and np.array_equal(
+            pixels[:, 1], pixels[:, 2]):
+        notes.append("channels equal -> 1 grey channel")
+        return pixels[:, :1], True
+    return pixels, False
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    """Bits per sample from a PNG's IHDR chunk (byte 24 of the file), None if not a PNG."""
+    with open(path, "rb") as file:
+        head = file.read(26)
+    return head[24] if len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" else None
+
+
+_MODE_NAMES = {"1": "1-bit", "L": "grey", "P": "palette", "RGB": "RGB", "RGBA": "RGBA", "LA": "grey+alpha (LA)",
+               "PA": "palette+alpha (PA)", "I;16": "16-bit grey", "I;16B": "16-bit grey", "I;16L": "16-bit grey",
+               "I": "32-bit integer grey", "F": "32-bit float grey", "CMYK": "CMYK", "YCbCr": "YCbCr"}
+
+
 def _read_pillow(path: Path, for_mask: bool):
     from PIL import Image
 
@@ -100,25 +149,49 @@ def _read_pillow(path: Path, for_mask: bool):
         img.load()
         mode = img.mode
         palette = False
-        if mode == "P" and for_mask:
+        notes = []
+        depth = _png_bit_depth(path) if split_extension(path)[1] == ".png" else None
+        if depth == 16 and mode in ("RGB", "RGBA"):
+            notes.append("16-bit colour read at 8 bits per channel (Pillow keeps the high byte; "
+                         "save as TIFF to keep 16 bits)")
+        if mode in ("RGBA", "LA", "PA"):
+            _require_opaque(np.asarray(img.getchannel("A")), 255, path, f"{_MODE_NAMES[mode]} image")
+            notes.append("alpha opaque -> alpha dropped")
+            if mode == "PA":
+                img = img.getchannel(0) if for_mask else img.convert("RGB")     # band 0 holds the indices
+                mode_read = "P"
+            else:
+                img = img.convert("L" if mode == "LA" else "RGB")
+                mode_read = img.mode
+        else:
+            mode_read = mode
+        if mode_read == "P" and for_mask:
             palette = True
-        elif mode in ("P", "PA"):
+            notes.append("palette indices -> mask values")
+        elif mode_read == "P":
             # A grey palette is a grey image; anything else is read as colour.
             colours = img.convert("RGB")
             rgb = np.asarray(colours)
-            img = colours.convert("L") if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(
-                rgb[..., 1], rgb[..., 2]) else colours
-        elif mode == "LA":
-            img = img.convert("L")
-        elif mode in ("RGBA", "CMYK", "YCbCr", "HSV", "LAB", "RGBX"):
-            img = img.convert("RGB")    # alpha is not image content
+            grey = np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
+            img = colours.convert("L") if grey else colours
+            notes.append("palette colours -> grey" if grey else "palette colours -> RGB")
+        elif mode in ("CMYK", "YCbCr", "HSV", "LAB", "RGBX"):
+            img = img.convert("RGB")
+            notes.append(f"{mode} -> RGB")
         pixels = np.asarray(img)
     if pixels.dtype == bool:            # mode '1'
         pixels = pixels.astype(np.uint8)
+        notes.append("-> 0/1")
     pixels = pixels[None] if pixels.ndim == 2 else np.moveaxis(pixels, -1, 0)
+    pixels, grey = _grey_if_channels_equal(pixels[None], notes)
     kind = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}[split_extension(path)[1]]
-    info = ImageInfo(source=f"{kind}, mode {mode}, {pixels.dtype}", dtype=str(pixels.dtype), palette=palette)
-    return pixels[None], info
+    bits = depth or 8 * np.dtype(pixels.dtype).itemsize
+    name = _MODE_NAMES.get(mode, mode)
+    found = name if name[0].isdigit() else f"{bits}-bit {name}"
+    info = ImageInfo(source=f"{kind}, mode {mode}, {pixels.dtype}", dtype=str(pixels.dtype), palette=palette,
+                     encoding=f"{kind} {found}" + (", " + "; ".join(notes) if notes else ""),
+                     grey_from_colour=grey)
+    return pixels, info
 
 
 def _read_tiff(path: Path):
@@ -128,6 +201,10 @@ def _read_tiff(path: Path):
         pixels = series.asarray()
         axes = series.axes
         spacing = _tiff_spacing(tif.pages[0])
+        photometric = getattr(series.keyframe, "photometric", None)
+        extra_samples = len(getattr(series.keyframe, "extrasamples", ()) or ())
+        other_series = len(tif.series) - 1
+        total_pages = len(tif.pages)
     # Y and X are the image plane; S (samples, e.g. RGB) and C (channels) are channels;
     # every other axis (pages, Z, T, ...) enumerates slices.
     if "Y" not in axes or "X" not in axes:
@@ -139,8 +216,28 @@ def _read_tiff(path: Path):
     height, width = pixels.shape[axes.index("Y")], pixels.shape[axes.index("X")]
     order = slice_axes + channel_axes + [axes.index("Y"), axes.index("X")]
     pixels = np.transpose(pixels, order).reshape(num_slices, num_channels, height, width)
+    bits = 8 * pixels.dtype.itemsize
+    colour = photometric is not None and int(photometric) == 2      # PHOTOMETRIC.RGB
+    found = f"TIFF {bits}-bit " + ("RGB" if colour else "grey" if num_channels == 1 else f"{num_channels}-channel")
+    notes = []
+    if colour and extra_samples and num_channels == 3 + extra_samples:
+        opaque = np.iinfo(pixels.dtype).max if np.issubdtype(pixels.dtype, np.integer) else 1.0
+        found += "A"
+        _require_opaque(pixels[:, 3], opaque, path, f"TIFF {bits}-bit RGBA image")
+        pixels = pixels[:, :3]
+        notes.append("alpha opaque -> alpha dropped")
+    if num_slices > 1:
+        found = f"multi-page {found}, {num_slices} pages of {height}x{width}"
+        notes.append(f"-> {num_slices} slices")
+    if other_series:
+        notes.append(f"only the first series read ({num_slices} of {total_pages} pages; the {other_series} "
+                     f"other series hold pages of other sizes, e.g. thumbnails)")
+    grey = False
+    if colour:
+        pixels, grey = _grey_if_channels_equal(pixels, notes)
     info = ImageInfo(source=f"TIFF, axes {axes}, {pixels.dtype}", dtype=str(pixels.dtype),
-                     spacing=spacing, num_slices=num_slices if num_slices > 1 else None)
+                     spacing=spacing, num_slices=num_slices if num_slices > 1 else None,
+                     encoding=found + (", " + "; ".join(notes) if notes else ""), grey_from_colour=grey)
     return pixels, info
 
 
@@ -240,6 +337,8 @@ def read_pixels(path, for_mask: bool = False, slice_axis: int = 2):
         raise DataError(f"{path}: cannot read it as a {extension} image ({type(exc).__name__}: {exc})") from exc
     if pixels.ndim != 4 or pixels.shape[1] == 0 or pixels.shape[2] == 0 or pixels.shape[3] == 0:
         raise DataError(f"{path}: read an array of shape {pixels.shape}; expected a non-empty 2-D image or volume")
+    if not info.encoding:
+        info.encoding = info.source + (f" -> {info.num_slices} slices" if info.num_slices else "")
     return pixels, info
 
 
