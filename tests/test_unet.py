@@ -1,9 +1,10 @@
-"""The U-Net: the paper's sizes, every option, the seed model, size errors and summary."""
+"""The U-Net: the paper's sizes, every option, size errors and summary (the article's
+network, unet_seed(), is tested in test_unet_seed.py)."""
 import numpy as np
 import pytest
 
 import tinyseg as ts
-from tinyseg.models import UNet, unet_seed
+from tinyseg.models import UNet
 
 
 def run(model, shape):
@@ -76,17 +77,6 @@ def test_bad_options_are_clear_errors():
         UNet(base_channels=0)
     with pytest.raises(ValueError, match="dropout"):
         UNet(dropout=1.0)
-
-
-def test_seed_model_matches_the_keras_architecture():
-    model = unet_seed()
-    # 64 base filters, four poolings, 1024 filters at the bottleneck, 2×2 up-convs, dropout 0.5
-    assert model.encoder[4].conv2.weight.shape == (1024, 1024, 3, 3)
-    assert model.ups[0].conv.weight.shape == (512, 1024, 2, 2)
-    assert model.dropout.p == 0.5
-    # The Keras listing's 31,031,685 parameters include its extra 2-filter 3×3 conv (1,154)
-    # and a 1×1 head from 2 channels (3); ours maps 64 channels to 1 directly (65).
-    assert model.num_parameters() == 31_031_685 - 1_154 - 3 + 65
 
 
 def test_summary_lists_layers_shapes_and_params():

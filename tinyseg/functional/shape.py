@@ -141,8 +141,14 @@ def concat(tensors, axis=1):
     axis = int(axis) % ndim
     others = [shape[:axis] + shape[axis + 1:] for shape in shapes]
     if any(other != others[0] for other in others):
+        # Name the offending axes too: in a U-Net the mismatch is the skip's (H, W), and
+        # "(32, 32) against (64, 64)" says so faster than two full shapes do.
+        k = next(k for k, other in enumerate(others) if other != others[0])
+        axes = tuple(a for a in range(ndim) if a != axis and shapes[k][a] != shapes[0][a])
+        sizes = [tuple(shapes[j][a] for a in axes) for j in (0, k)]
         raise ValueError(f"concat: argument 'tensors' expected shapes that match except along axis {axis}, "
-                         f"got shapes {shapes}")
+                         f"got shapes {shapes}: on axes {axes}, tensors[0] has {sizes[0]} and tensors[{k}] "
+                         f"has {sizes[1]}")
     return ConcatFn(axis)(*tensors)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from .. import functional as F
 from .. import nn
 from ..tensor import Tensor, no_grad
+from .seed import SeedUNet
 
 
 class ConvBlock(nn.Module):
@@ -214,24 +215,18 @@ class UNet(nn.Module):
         return F.sigmoid(logits) if self.out_channels == 1 else F.softmax(logits, axis=1)
 
 
-def unet_seed(dropout=0.5) -> UNet:
-    """The Keras U-Net of the seed article, built correctly.
+def unet_seed(as_written=False, in_channels=1, base_channels=64) -> SeedUNet:
+    """The source article's network (§5 of ../shared/seed/article.zh.md), in tinyseg.
 
-    The article (a Keras listing in the style of zhixuhao/unet) builds a 256×256×1 U-Net
-    with 64 base filters, four poolings, he_normal initialised 3×3 convs with 'same'
-    padding, dropout 0.5 at the end of the contracting path, UpSampling2D(2) followed by a
-    2×2 Conv2D + ReLU and a Concatenate with the skip, a sigmoid output, BCE loss and Adam.
-
-    What was fixed: the listing wires ``pool4`` (the pooled, 16×16 map) into the first up
-    block's concatenation and never uses ``conv4`` (32×32), so the concatenation joins a
-    32×32 and a 16×16 map and fails. Here each up block concatenates the encoder output of
-    its own level (conv4/drop4 for the first), which is what the U-Net means.
-    The sigmoid is not a layer: the model returns logits and the loss applies
-    sigmoid + BCE together (``binary_cross_entropy_with_logits``), which is the same
-    function computed without overflow.
+    ``unet_seed()`` is the minimal repair of the listing (up5 = upconv_block(conv4,
+    conv3, 256): a three-level U-Net whose bottom is conv4, 9,330,945 parameters);
+    ``unet_seed(as_written=True)`` is the listing as printed, whose forward pass fails at
+    the first concatenation (pool4 upsampled to 32×32 against conv3's 64×64 on a 256²
+    input). ``base_channels`` < 64 gives the same wiring, narrower, for quick runs.
+    The model returns logits; ``predict_proba`` applies the article's sigmoid. See
+    SeedUNet in models/seed.py and docs/math/unet.md, "The article's network".
     """
-    return UNet(in_channels=1, out_channels=1, base_channels=64, depth=4, padding="same",
-                upsample="nearest", up_kernel_size=2, dropout=dropout)
+    return SeedUNet(in_channels=in_channels, base_channels=base_channels, as_written=as_written)
 
 
 def _check_choice(name, value, choices):
