@@ -101,3 +101,19 @@ def use_kernel(op: str, name: str):
         yield
     finally:
         set_kernel(op, previous)
+
+
+def cuda_emulation(guard_band=False):
+    """Run hand-written CUDA kernels on the CPU: ``with ts.backend.cuda_emulation() as emu: ...``.
+
+    Inside the block, kernels selected as "cuda" / "cuda_v*" (and "numba_cuda" under
+    NUMBA_ENABLE_CUDASIM=1) run on NumPy arrays through a host emulation of the CUDA
+    execution model: the very same kernels/*.cu source, compiled by g++, launched by the
+    same Python code (grid/block sizes, argument packing) that launches them with CuPy on
+    a GPU. ``emu.launches`` records every launch (kernel, grid, block, shared-memory
+    bytes). With ``guard_band=True`` every array argument sits between margins that a
+    launch must leave untouched (tests use it to prove no kernel writes out of bounds).
+    How it works and its limits: docs/gpu.md.
+    """
+    from .cuda import cuda_emulation as emulation
+    return emulation(guard_band)

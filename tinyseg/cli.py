@@ -266,6 +266,10 @@ def _check_data(args) -> int:
         raise UsageError(f"{args.data}: no such folder")
     report = check_data(args.data, foreground=args.foreground, num_classes=args.classes)
     print(report.format())
+    if args.files:
+        print("Files:")
+        for path, encoding in report.files:
+            print(f"  {path}: {encoding}")
     return 0
 
 
@@ -349,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", metavar="DIR")
     p.add_argument("--foreground", type=int, default=None)
     p.add_argument("--classes", type=int, default=None)
+    p.add_argument("--files", action="store_true", help="list every file with its encoding and what the loader does")
     p.set_defaults(handler=_check_data)
 
     p = commands.add_parser("gradcheck", help="check every op's backward against finite differences")

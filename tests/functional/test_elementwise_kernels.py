@@ -15,8 +15,11 @@ from tinyseg import backend
 from tinyseg import reference as ref
 from tinyseg.functional import activation, resize
 
+from ..kernel_backends import is_gpu_kernel, kernel_names, on_kernel
+
 NEAREST = sorted(resize.UPSAMPLE_NEAREST_KERNELS)
-RELU = sorted(activation.RELU_KERNELS)
+RELU = kernel_names(activation.RELU_KERNELS)
+RELU_CPU = [name for name in sorted(activation.RELU_KERNELS) if not is_gpu_kernel(name)]
 
 
 def nearest_backward_reference(grad, scale):
@@ -35,11 +38,11 @@ def run_upsample(kernel, x, scale, grad):
 
 
 def run_relu(kernel, x, grad):
-    with backend.use_kernel("relu", kernel):
-        t = ts.Tensor(x, requires_grad=True)
+    with on_kernel("relu", kernel) as k:
+        t = ts.Tensor(k.put(x), requires_grad=True)
         y = F.relu(t)
-        y.backward(grad)
-    return y.data, t.grad
+        y.backward(k.put(grad))
+        return k.get(y.data), k.get(t.grad)
 
 
 # ----- nearest upsampling
@@ -146,7 +149,7 @@ def test_relu_parallel_size_matches_the_definition():
     x = rng.standard_normal((2, 8, 512, 512)).astype(np.float32)
     assert x.size >= activation.NUMBA_RELU_PARALLEL_MIN_ELEMENTS
     grad = rng.standard_normal(x.shape).astype(np.float32)
-    for kernel in RELU:
+    for kernel in RELU_CPU:
         y, dx = run_relu(kernel, x, grad)
         y_ref, dx_ref = relu_definition(x, grad)
         np.testing.assert_array_equal(y, y_ref)
@@ -189,9 +192,8 @@ def test_relu_special_values(kernel):
 def test_relu_gradcheck(kernel):
     rng = np.random.default_rng(6)
     values = rng.uniform(0.1, 1.0, (2, 3, 4)) * rng.choice([-1.0, 1.0], (2, 3, 4))     # away from 0
-    x = ts.Tensor(values, requires_grad=True)
-    with backend.use_kernel("relu", kernel):
-        assert ts.gradcheck(F.relu, [x])
+    with on_kernel("relu", kernel) as k:
+        assert ts.gradcheck(F.relu, [ts.Tensor(k.put(values), requires_grad=True)])
 
 
 @pytest.mark.parametrize("kernel", RELU)
@@ -205,12 +207,14 @@ def test_relu_float32_and_non_contiguous(kernel):
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(dx, dx_ref)
     # The kernels directly, with non-contiguous grad and y.
-    k = activation.RELU_KERNELS[kernel]
-    np.testing.assert_array_equal(k.backward(grad, y_ref[..., ::-1].copy()[..., ::-1], np), dx_ref)
+    with on_kernel("relu", kernel) as k:
+        xp = ts.backend.get_array_module(k.put(grad))
+        dx = activation.RELU_KERNELS[kernel].backward(k.put(grad), k.put(y_ref[..., ::-1].copy())[..., ::-1], xp)
+        np.testing.assert_array_equal(k.get(dx), dx_ref)
 
 
 @settings(max_examples=25, deadline=None)
-@given(kernel=st.sampled_from(RELU), shape=st.lists(st.integers(0, 6), min_size=0, max_size=4),
+@given(kernel=st.sampled_from([p.values[0] for p in RELU if not p.marks]), shape=st.lists(st.integers(0, 6), min_size=0, max_size=4),
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2 ** 16))
 def test_relu_hypothesis(kernel, shape, dtype, seed):
     rng = np.random.default_rng(seed)
@@ -226,7 +230,7 @@ def test_relu_hypothesis(kernel, shape, dtype, seed):
 def test_relu_unknown_kernel_is_a_clear_error():
     with backend.use_kernel("relu", "no-such-kernel"):
         with pytest.raises(ValueError, match="relu: unknown kernel 'no-such-kernel'; "
-                                             "available kernels: 'auto', 'numba', 'numpy'"):
+                                             "available kernels: 'auto', 'cuda', 'cupy', 'numba', 'numpy'"):
             F.relu(ts.Tensor(np.zeros(3)))
 
 

@@ -117,6 +117,9 @@ class _Pair:
     image_dtype: str = ""
     mask_dtype: str = ""
     palette: bool = False
+    image_encoding: str = ""            # ImageInfo.encoding: what the file holds, what the reader did
+    mask_encoding: str = ""
+    grey_from_colour: bool = False      # the image is grey stored as RGB, read as one channel
     values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))   # distinct raw mask values
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))   # pixels per value
     foreground_fractions: np.ndarray = field(default_factory=lambda: np.zeros(0))   # per slice
@@ -348,8 +351,13 @@ class _FolderScan:
                         "(only RGB -> 1 and 1 -> any are supported)")
 
     def read_mask(self, pair: _Pair) -> tuple[np.ndarray, ImageInfo]:
-        """The pair's raw mask values as (S, H, W)."""
+        """The pair's raw mask values as (S, H, W); a 16-bit binary mask's 0/65535 read as 0/255."""
         mask, info = read_mask(pair.mask_path, return_info=True)
+        if self.foreground is None and mask.dtype == np.uint16 and mask.max() == 65535 and not np.any(
+                (mask != 0) & (mask != 65535)):
+            # Full-scale white in 16 bits is the same mark as 255 in 8 bits: one binary encoding for both.
+            mask = np.where(mask == 65535, 255, 0).astype(np.uint8)
+            info.encoding += ", 0/65535 -> binary 0/255"
         return (mask if info.num_slices is not None else mask[None]), info
 
     def _scan(self, pair: _Pair) -> None:
@@ -369,6 +377,8 @@ class _FolderScan:
         pair.spacing = image_info.spacing or mask_info.spacing
         pair.image_source, pair.image_dtype = image_info.source, image_info.dtype
         pair.mask_dtype, pair.palette = mask_info.dtype, mask_info.palette
+        pair.image_encoding, pair.mask_encoding = image_info.encoding, mask_info.encoding
+        pair.grey_from_colour = image_info.grey_from_colour
         pair.values, pair.counts = values, counts
         pair.foreground_fractions = marked.mean(axis=(1, 2))
         if self._cache_enabled and self._cached_bytes + image.nbytes + mask.nbytes <= _CACHE_LIMIT_BYTES:
@@ -395,6 +405,18 @@ class _FolderScan:
 
     def _check_channels(self) -> None:
         counts = sorted({pair.channels for pair in self.pairs})
+        greys = [i for i, pair in enumerate(self.pairs) if pair.channels == 1]
+        if counts == [1, 3] and self.channels is None and all(self.pairs[i].grey_from_colour for i in greys):
+            # Grey frames stored as RGB among colour images: give them back their three equal channels.
+            self.channels = 3
+            for i in greys:
+                self.pairs[i].channels = 3
+                if i in self.cache:
+                    image, mask = self.cache[i]
+                    self.cache[i] = (np.repeat(image, 3, axis=1), mask)
+            self.problems.note(f"{len(greys)} image(s) with equal RGB channels (e.g. {self.pairs[greys[0]].image_paths[0]})"
+                               " among colour images: read as 3 channels, like the others")
+            return
         if len(counts) > 1:
             examples = ", ".join(f"{c} ({next(p.image_paths[0] for p in self.pairs if p.channels == c)})"
                                  for c in counts)
@@ -586,6 +608,8 @@ class DataReport:
     empty_masks: int
     spacings: dict[str, int]
     problems: list[str]
+    encodings: dict[str, tuple[int, str]] = field(default_factory=dict)   # "image|mask: encoding" -> (files, example)
+    files: list[tuple[str, str]] = field(default_factory=list)            # (path, encoding) of every file read
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -611,6 +635,8 @@ class DataReport:
         if self.foreground_fraction is not None:
             mean, low, high = self.foreground_fraction
             lines.append(f"Foreground:     mean {mean:.1%}, min {low:.1%}, max {high:.1%} of each item's pixels")
+        lines.append(f"Encodings:      {len(self.encodings) or '-'} (what each file holds -> what the loader does)")
+        lines += [f"  - {key}: {count} file(s), e.g. {example}" for key, (count, example) in self.encodings.items()]
         lines += [f"Empty masks:    {self.empty_masks} of {self.items} items",
                   f"Pixel spacing:  {counted(self.spacings)}",
                   f"Problems:       {len(self.problems) or 'none'}"]
@@ -659,4 +685,17 @@ def check_data(root, foreground=None, num_classes=None) -> DataReport:
         if fractions.size else None,
         empty_masks=int(np.sum(fractions == 0)),
         spacings=tally("unknown" if p.spacing is None else f"{p.spacing[0]:g} x {p.spacing[1]:g}" for p in pairs),
-        problems=list(scan.problems.messages))
+        problems=list(scan.problems.messages), encodings=_tally_encodings(pairs),
+        files=[(str(path), encoding) for p in pairs for path, encoding in
+               [*((path, p.image_encoding) for path in p.image_paths), (p.mask_path, p.mask_encoding)]])
+
+
+def _tally_encodings(pairs) -> dict[str, tuple[int, str]]:
+    """"image: <encoding>" / "mask: <encoding>" -> (number of files, the first such file)."""
+    table: dict[str, tuple[int, str]] = {}
+    for pair in pairs:
+        for role, path, encoding in [*(("image", path, pair.image_encoding) for path in pair.image_paths),
+                                     ("mask", pair.mask_path, pair.mask_encoding)]:
+            count, example = table.get(f"{role}: {encoding}", (0, str(path)))
+            table[f"{role}: {encoding}"] = (count + 1, example)
+    return table

@@ -109,23 +109,56 @@ NUMBA_RELU_PARALLEL_MIN_ELEMENTS = 2 ** 22
 AUTO_RELU_NUMBA_MIN_ELEMENTS = 2 ** 12
 
 
+class CupyReluKernel(NumpyReluKernel):
+    """The NumPy expressions run by CuPy on the GPU: ``cp.maximum`` (one pass), mask then product (two)."""
+
+    name = "cupy"
+
+
+class CudaReluKernel:
+    """Hand-written CUDA C (kernels/activation.cu): one thread per element; the backward fuses
+    the mask into the product (one pass over dy and y instead of CuPy's two).
+
+    Runs on CuPy arrays, or on NumPy arrays inside ``backend.cuda_emulation()``.
+    """
+
+    name = "cuda"
+
+    @staticmethod
+    def forward(x, xp):
+        from . import activation_kernels_cuda as gpu
+        return gpu.relu_forward(x, xp)
+
+    @staticmethod
+    def backward(grad, y, xp):
+        from . import activation_kernels_cuda as gpu
+        return gpu.relu_backward(grad, y, xp)
+
+
 class AutoReluKernel:
-    """numba for arrays of at least AUTO_RELU_NUMBA_MIN_ELEMENTS elements, numpy below."""
+    """CPU: numba for arrays of at least AUTO_RELU_NUMBA_MIN_ELEMENTS elements, numpy below.
+    GPU: the hand-written CUDA kernel (memory-bound either way; its backward is one pass).
+    """
 
     name = "auto"
 
     @staticmethod
-    def forward(x, xp):
-        large = x.size >= AUTO_RELU_NUMBA_MIN_ELEMENTS
-        return (NumbaReluKernel if large else NumpyReluKernel).forward(x, xp)
+    def _kernel(a, xp):
+        if xp is not np:
+            return CudaReluKernel
+        return NumbaReluKernel if a.size >= AUTO_RELU_NUMBA_MIN_ELEMENTS else NumpyReluKernel
 
-    @staticmethod
-    def backward(grad, y, xp):
-        large = grad.size >= AUTO_RELU_NUMBA_MIN_ELEMENTS
-        return (NumbaReluKernel if large else NumpyReluKernel).backward(grad, y, xp)
+    @classmethod
+    def forward(cls, x, xp):
+        return cls._kernel(x, xp).forward(x, xp)
+
+    @classmethod
+    def backward(cls, grad, y, xp):
+        return cls._kernel(grad, xp).backward(grad, y, xp)
 
 
-RELU_KERNELS = {kernel.name: kernel for kernel in (NumpyReluKernel, NumbaReluKernel, AutoReluKernel)}
+RELU_KERNELS = {kernel.name: kernel for kernel in (NumpyReluKernel, NumbaReluKernel, CupyReluKernel,
+                                                   CudaReluKernel, AutoReluKernel)}
 DEFAULT_RELU_KERNEL = "auto"
 
 

@@ -1,0 +1,1 @@
+"""tinyseg's hand-written CUDA C kernels (*.cu), shipped as package data; see tinyseg/cuda."""
