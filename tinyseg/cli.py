@@ -237,24 +237,55 @@ def _inputs(paths):
     return files
 
 
+def _label_volume_path(path: Path, out: Path, inputs: list[Path], written: set) -> Path:
+    """out/<case>.nii(.gz): the input's name without nnU-Net's '_0000' modality suffix, as nnU-Net
+    names predictions; never an input file, never twice."""
+    import re
+    from .data.io import split_extension
+    stem, extension = split_extension(path)
+    target = out / (re.sub(r"_0000$", "", stem) + extension)
+    if any(target.resolve() == p.resolve() for p in inputs):
+        raise UsageError(f"--out {out}: writing the labels of {path} to {target} would overwrite an input image; "
+                         "expected an --out folder apart from the inputs")
+    if target in written:
+        raise UsageError(f"{path}: its labels would go to {target}, already written for another input; "
+                         "expected input names that differ once '_0000' and the extension are removed")
+    written.add(target)
+    return target
+
+
 def _predict(args) -> int:
-    from .data.io import read_image, split_extension
+    from .data.io import read_image, split_extension, write_nifti_labels
     from .inference import predict
     from .viz import overlay_png, save_mask_png
     model, extra = _load_model(args.checkpoint)
     num_classes = extra.get("num_classes") or max(2, model.out_channels)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for path in _inputs(args.inputs):
+    inputs = _inputs(args.inputs)
+    written: set = set()
+    for path in inputs:
         image, _ = read_image(path)
         slices = image if image.ndim == 4 else image[None]
         stem = split_extension(path)[0]
+        nifti = split_extension(path)[1] in (".nii", ".nii.gz")
+        target = _label_volume_path(path, out, inputs, written) if nifti else None
+        masks = []
         for s, img in enumerate(slices):
             name = stem if len(slices) == 1 else f"{stem}_slice{s:03d}"
             result = predict(model, _normalise(img), tile=_tile_for(model, extra, img.shape[1:]), tta=args.tta)
-            save_mask_png(result.mask, out / f"{name}_mask.png", num_classes=num_classes)
-            overlay_png(img[0], result.mask, out / f"{name}_overlay.png")
-            print(f"{path}: {name}_mask.png, {name}_overlay.png (foreground {100 * (result.mask > 0).mean():.1f}%)")
+            masks.append(result.mask)
+            if not nifti or args.png_slices:
+                save_mask_png(result.mask, out / f"{name}_mask.png", num_classes=num_classes)
+                overlay_png(img[0], result.mask, out / f"{name}_overlay.png")
+                print(f"{path}: {name}_mask.png, {name}_overlay.png "
+                      f"(foreground {100 * (result.mask > 0).mean():.1f}%)")
+        if nifti:
+            # One label volume on the image's grid (affine and header copied), as medical viewers expect.
+            labels = np.stack(masks)
+            write_nifti_labels(target, labels, like=path)
+            print(f"{path}: {target.name} (label volume, {len(masks)} slice(s) of {labels.shape[1]}x"
+                  f"{labels.shape[2]}, the image's affine; foreground {100 * (labels > 0).mean():.1f}%)")
     return 0
 
 
@@ -342,11 +373,15 @@ def build_parser() -> argparse.ArgumentParser:
     foreground(p)
     p.set_defaults(handler=_evaluate)
 
-    p = commands.add_parser("predict", help="mask and overlay PNGs for images of any size")
+    p = commands.add_parser("predict", help="mask and overlay PNGs for images of any size; one NIfTI "
+                                            "label volume per NIfTI input")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("--out", required=True)
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.add_argument("--png-slices", action="store_true",
+                   help="for NIfTI inputs, also write mask and overlay PNGs of every slice (by default one "
+                        "NIfTI label volume per input, with the input's affine and header)")
     p.set_defaults(handler=_predict)
 
     p = commands.add_parser("check-data", help="report what training would see in a dataset folder")

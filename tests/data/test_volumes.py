@@ -32,8 +32,7 @@ def ct_affine(zooms=SPACING, origin=(-12.5, 30.0, -40.0)):
 def save_nifti(path, data, affine=None):
     nibabel = pytest.importorskip("nibabel")
     affine = ct_affine() if affine is None else affine
-    image = nibabel.Nifti1Image(data, affine)
-    image.header.set_zooms(tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0))))
+    image = nibabel.Nifti1Image(data, affine)          # voxel sizes in the header come from the affine
     path.parent.mkdir(parents=True, exist_ok=True)
     nibabel.save(image, str(path))
     return path
@@ -188,3 +187,99 @@ def test_train_cli_splits_a_volume_folder_by_case(tmp_path, capsys):
     assert "contiguous split by case: train 5 cases (30 slices), validation 1 case (6 slices)" in out
     config = json.loads((run / "config.json").read_text())
     assert config["arguments"]["split_by"] == "case"
+
+
+# --- 2. predict writes one NIfTI label volume on the image's grid --------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny checkpoint trained for one epoch on six 16×16×6 NIfTI cases, and their folder."""
+    root = nnunet_folder(tmp_path_factory.mktemp("data"))
+    run = tmp_path_factory.mktemp("run")
+    assert main(["train", "--data", str(root), "--epochs", "1", "--batch-size", "6", "--image-size", "16",
+                 "--base-channels", "2", "--depth", "2", "--out", str(run), "--no-progress"]) == 0
+    return run / "last.npz", root
+
+
+def rotated_affine():
+    """Spacing 0.8 × 0.8 × 2.5 mm, rotated 30° about z, with an origin: nothing about it is trivial."""
+    angle = np.deg2rad(30)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([-0.8, 0.8, 2.5])
+    affine[:3, 3] = (-12.5, 30.0, -40.0)
+    return affine
+
+
+def test_predict_on_nifti_writes_one_label_volume_with_the_input_geometry(trained, tmp_path, capsys):
+    nibabel = pytest.importorskip("nibabel")
+    from tinyseg.data import read_image, read_mask
+    from tinyseg.data.transforms import zscore
+    from tinyseg.inference import predict
+    checkpoint, _ = trained
+    shape = (16, 12, 5)                     # not square: a transposed output would not fit
+    image = (100.0 * ball_volume(shape, centre=(8, 6, 2), radius=(5, 4, 2))
+             + np.random.default_rng(3).normal(0, 10, shape)).astype(np.float32)
+    source = save_nifti(tmp_path / "in" / "scan_0000.nii.gz", image, affine=rotated_affine())
+    assert main(["predict", "--checkpoint", str(checkpoint), str(source), "--out", str(tmp_path / "pred")]) == 0
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["scan.nii.gz"]   # no PNG slices
+    assert "scan.nii.gz (label volume, 5 slice(s) of 12x16" in capsys.readouterr().out
+    original, written = nibabel.load(str(source)), nibabel.load(str(tmp_path / "pred" / "scan.nii.gz"))
+    labels = np.asanyarray(written.dataobj)
+    assert labels.shape == shape and labels.dtype == np.uint8 and written.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(written.affine, original.affine)
+    np.testing.assert_allclose(written.header.get_zooms(), (0.8, 0.8, 2.5), rtol=1e-6)
+    assert nibabel.aff2axcodes(written.affine) == nibabel.aff2axcodes(original.affine)
+    for code in ("qform_code", "sform_code"):
+        assert int(written.header[code]) == int(original.header[code])
+    assert written.header.get_slope_inter() == (None, None) or written.header.get_slope_inter() == (1.0, 0.0)
+    # voxel (i, j, k) of the output is the prediction for voxel (i, j, k) of the image
+    model, _ = ts.models.from_checkpoint(checkpoint)
+    slices = read_image(source)[0]
+    expected = np.stack([predict(model, zscore(s)).mask for s in slices])
+    np.testing.assert_array_equal(read_mask(tmp_path / "pred" / "scan.nii.gz"), expected)
+    assert set(np.unique(labels)) <= {0, 1}
+
+
+def test_predict_png_slices_on_request_and_never_over_an_input(trained, tmp_path, capsys):
+    checkpoint, root = trained
+    source = root / "imagesTr" / "case_001_0000.nii.gz"
+    assert main(["predict", "--checkpoint", str(checkpoint), str(source), "--out", str(tmp_path / "p"),
+                 "--png-slices"]) == 0
+    names = sorted(p.name for p in (tmp_path / "p").iterdir())
+    assert "case_001.nii.gz" in names and "case_001_0000_slice005_mask.png" in names and len(names) == 13
+    # an MSD-style input (no _0000) predicted into its own folder would be overwritten: refused
+    msd = tmp_path / "msd" / "liver_3.nii.gz"
+    msd.parent.mkdir()
+    msd.write_bytes(source.read_bytes())
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(checkpoint), str(msd), "--out", str(msd.parent)]) == 2
+    assert "would overwrite an input image" in capsys.readouterr().err
+    assert msd.read_bytes() == source.read_bytes()
+
+
+@pytest.mark.parametrize("slice_axis", [0, 1, 2])
+def test_write_nifti_labels_inverts_the_reader_for_3d_4d_and_2d_images(tmp_path, slice_axis):
+    nibabel = pytest.importorskip("nibabel")
+    from tinyseg.data import read_mask
+    from tinyseg.data.io import write_nifti_labels
+    rng = np.random.default_rng(slice_axis)
+    for shape in ((7, 5, 4), (7, 5, 4, 2), (7, 5)):
+        if len(shape) == 2 and slice_axis != 2:
+            continue
+        image = save_nifti(tmp_path / f"image{len(shape)}.nii.gz", rng.normal(size=shape).astype(np.float32))
+        labels = rng.integers(0, 3, shape[:3]).astype(np.uint8)
+        label_file = save_nifti(tmp_path / f"labels{len(shape)}.nii.gz", labels)
+        as_read = read_mask(label_file, slice_axis=slice_axis)
+        out = write_nifti_labels(tmp_path / f"out{len(shape)}.nii", as_read, like=image, slice_axis=slice_axis)
+        written = nibabel.load(str(out))
+        np.testing.assert_array_equal(np.asanyarray(written.dataobj), labels)
+        np.testing.assert_array_equal(written.affine, nibabel.load(str(image)).affine)
+    with pytest.raises(ValueError, match=r"do not fit the image .* of shape \(7, 5, 4\)"):
+        write_nifti_labels(tmp_path / "bad.nii.gz", np.zeros((4, 5, 5), np.uint8), like=tmp_path / "image3.nii.gz")
+    with pytest.raises(ValueError, match="expected integer class maps"):
+        write_nifti_labels(tmp_path / "bad.nii.gz", np.zeros((4, 5, 7)), like=tmp_path / "image3.nii.gz")
+    many = np.zeros((4, 5, 7), np.int64)
+    many[0, 0, 0] = 300
+    out = write_nifti_labels(tmp_path / "many.nii.gz", many, like=tmp_path / "image3.nii.gz")
+    assert nibabel.load(str(out)).get_data_dtype() == np.int16

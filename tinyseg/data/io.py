@@ -406,3 +406,49 @@ def write_png(path, array) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path, format="PNG")
+
+
+def write_nifti_labels(path, labels, like, slice_axis: int = 2) -> Path:
+    """Write a label volume as one NIfTI file on the grid of the image file ``like``.
+
+    labels: class maps as the reader slices ``like``: (S, H, W) for a volume (slice s is
+            ``read_image(like)[s]``), (H, W) for a 2-D NIfTI. They are put back in the file's
+            voxel order (the inverse of the reader's transpose), so output voxel (i, j, k)
+            labels image voxel (i, j, k), and the shape is the image's (a 4-D image's
+            modality axis is dropped).
+    The affine, qform and sform (with their codes), voxel sizes and units are copied from
+    ``like``'s header, so 3D Slicer, ITK-SNAP and nnU-Net open the labels aligned to the
+    image. Stored as uint8 (int16 from 256 classes on), unscaled (slope 1, intercept 0),
+    with the NIfTI 'label' intent. Parent folders are created; returns the path written.
+    """
+    path, like = Path(path), Path(like)
+    nibabel = _require("nibabel", like)
+    image = nibabel.load(str(like))
+    spatial = image.shape[:3] if len(image.shape) >= 3 else image.shape
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        labels = labels[None]
+    if labels.ndim != 3 or not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise ValueError(f"write_nifti_labels: labels expected integer class maps (S, H, W) or (H, W), "
+                         f"got {labels.dtype} of shape {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.int16).max):
+        raise ValueError(f"write_nifti_labels: labels must lie in 0..32767, got {labels.min()}..{labels.max()}")
+    a, b = [axis for axis in (0, 1, 2) if axis != slice_axis]
+    volume = np.transpose(labels, np.argsort([slice_axis, b, a]))    # (slice, rows, columns) -> (i, j, k)
+    if volume.shape[:len(spatial)] != tuple(spatial) or volume.size != int(np.prod(spatial)):
+        raise ValueError(f"write_nifti_labels: labels of {labels.shape[0]} slice(s) of "
+                         f"{labels.shape[1]}x{labels.shape[2]} do not fit the image {like} of shape {image.shape}; "
+                         f"expected one label per voxel")
+    volume = volume.reshape(spatial)
+    dtype = np.uint8 if volume.size == 0 or volume.max() < 256 else np.int16
+    header = image.header.copy()
+    header.set_data_dtype(dtype)
+    header.set_intent("label")
+    header["descrip"] = b"tinyseg labels"
+    header["cal_min"], header["cal_max"] = 0, 0      # the image's display window would not fit labels
+    out = type(image)(volume.astype(dtype), image.affine, header)
+    out.set_qform(image.get_qform(), code=int(image.header["qform_code"]))
+    out.set_sform(image.get_sform(), code=int(image.header["sform_code"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nibabel.save(out, str(path))
+    return path
