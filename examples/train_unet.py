@@ -17,7 +17,7 @@ import tinyseg.functional as F
 from tinyseg.data import DataLoader, FolderDataset, SyntheticPhantoms, split
 from tinyseg.data import transforms as T
 from tinyseg.inference import predict
-from tinyseg.metrics import evaluate, format_table
+from tinyseg.metrics import evaluate, format_table, write_report
 from tinyseg.viz import overlay, plot_curves
 
 
@@ -102,13 +102,16 @@ def main():
     result = evaluate(preds, val_masks, num_classes=num_classes)
     print(f"\nvalidation results after {time.perf_counter() - start:.0f} s of training:")
     print(format_table(result))
+    # metrics.json as `tinyseg evaluate` writes it: the means at the top level, one row per image.
+    ids = getattr(val_set, "ids", None) or [f"validation_{i:03d}" for i in range(len(val_set))]
+    write_report(out / "metrics.json", result, ids, data=args.data or "synthetic phantoms", units="pixels")
 
     # 6. Pictures: training curves and a few validation cases.
     plot_curves(history, out / "curves.png")
     for i in range(min(3, len(val_images))):
         overlay(val_images[i][0], val_masks[i], preds[i], path=out / f"case_{i}.png", title=f"validation case {i}")
     ts.save({"model": model.state_dict(), "model_config": model.config}, out / "model.npz")
-    print(f"figures and model in {out}/")
+    print(f"figures, model and metrics.json in {out}/")
 
 
 if __name__ == "__main__":

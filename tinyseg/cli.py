@@ -195,7 +195,7 @@ def _tile_for(model, extra, shape):
 
 def _evaluate(args) -> int:
     from .inference import predict
-    from .metrics import evaluate, format_table
+    from .metrics import evaluate, format_table, write_report
     model, extra = _load_model(args.checkpoint)
     foreground = args.foreground if args.foreground is not None else extra.get("foreground")
     num_classes = extra.get("num_classes") or max(2, model.out_channels)
@@ -211,13 +211,8 @@ def _evaluate(args) -> int:
     print(format_table(result))
     out = Path(args.out or ".")
     out.mkdir(parents=True, exist_ok=True)
-    report = {**result["mean"], "per_image": [{"id": data.ids[i], **{k: v for k, v in img.items()
-                                                                     if k != "per_class"}}
-                                              for i, img in enumerate(result["per_image"])],
-              "pooled": result["pooled"], "empty": result["empty"], "checkpoint": str(args.checkpoint),
-              "data": str(args.data), "units": "mm" if spacing else "pixels"}
-    with open(out / "metrics.json", "w") as f:
-        json.dump(report, f, indent=2)
+    write_report(out / "metrics.json", result, data.ids, checkpoint=str(args.checkpoint), data=str(args.data),
+                 units="mm" if spacing else "pixels")
     print(f"wrote {out / 'metrics.json'}")
     return 0
 

@@ -412,6 +412,27 @@ def evaluate(preds, targets, num_classes: int = 2, spacing=None, include_backgro
     }
 
 
+def write_report(path, result: dict, ids, **context) -> dict:
+    """Write ``metrics.json`` from an :func:`evaluate` result and return the document.
+
+    The document, as ``tinyseg evaluate`` writes it: the mean over images of each metric at
+    the top level (``"dice"``, ``"iou"``, ...), ``"per_image"`` rows (``"id"`` from ``ids``,
+    one per image, then that image's metrics), ``"pooled"`` and ``"empty"``, then
+    ``context`` (e.g. checkpoint, data, units). One writer, so every metrics.json reads alike.
+    """
+    import json
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(result["per_image"]))]
+    if len(ids) != len(result["per_image"]):
+        raise ValueError(f"write_report: {len(ids)} ids for {len(result['per_image'])} images; expected one id per image")
+    report = {**result["mean"],
+              "per_image": [{"id": ids[i], **{k: v for k, v in image.items() if k != "per_class"}}
+                            for i, image in enumerate(result["per_image"])],
+              "pooled": result["pooled"], "empty": result["empty"], **context}
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
 def format_table(result: dict) -> str:
     """A text table of an :func:`evaluate` result: mean, std, min, max over images per metric,
     then the pooled metrics and the empty-mask counts (std is the population std, ddof=0)."""
