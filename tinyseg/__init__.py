@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 
 # Heavier parts load on first use, so ``import tinyseg`` stays quick.
 _lazy = {"nn", "optim", "models", "data", "metrics", "train", "inference", "viz", "bench",
-         "reference", "backend", "serialization"}
+         "reference", "backend", "serialization", "exercises"}
 
 
 def __getattr__(name):
