@@ -177,12 +177,26 @@ def _validation_report(model, val_loader, num_classes, out, overlays, overlay_fn
 
 # ----------------------------------------------------------------------------- evaluate / predict
 
-def _load_model(path):
+def _load_model(path, device="cpu"):
     import tinyseg as ts
     if not Path(path).is_file():
         raise UsageError(f"--checkpoint {path}: no such file")
     model, state = ts.models.from_checkpoint(path)
-    return model, state.get("config", {}).get("extra", {})
+    return model.to(device), state.get("config", {}).get("extra", {})
+
+
+def check_device(device):
+    """--device cuda needs CuPy and a CUDA device: say so in one line, before any work."""
+    if device != "cuda":
+        return
+    from . import backend
+    try:
+        backend.cupy_module()
+    except RuntimeError as exc:
+        raise UsageError(f"--device cuda: {exc}; use --device cpu here") from None
+    if not backend.gpu_available():
+        raise UsageError("--device cuda: CuPy is installed but sees no CUDA device (driver or GPU missing); "
+                         "use --device cpu here")
 
 
 def _tile_for(model, extra, shape):
@@ -196,7 +210,7 @@ def _tile_for(model, extra, shape):
 def _evaluate(args) -> int:
     from .inference import predict
     from .metrics import evaluate, format_table, write_report
-    model, extra = _load_model(args.checkpoint)
+    model, extra = _load_model(args.checkpoint, args.device)
     foreground = args.foreground if args.foreground is not None else extra.get("foreground")
     num_classes = extra.get("num_classes") or max(2, model.out_channels)
     data = _dataset(args.data, foreground, args.skip_bad, num_classes)
@@ -253,7 +267,7 @@ def _predict(args) -> int:
     from .data.io import read_image, split_extension, write_nifti_labels
     from .inference import predict
     from .viz import overlay_png, save_mask_png
-    model, extra = _load_model(args.checkpoint)
+    model, extra = _load_model(args.checkpoint, args.device)
     num_classes = extra.get("num_classes") or max(2, model.out_channels)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -365,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--out", default=None, help="folder for metrics.json (default: current folder)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     foreground(p)
     p.set_defaults(handler=_evaluate)
 
@@ -373,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("--out", required=True)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--png-slices", action="store_true",
                    help="for NIfTI inputs, also write mask and overlay PNGs of every slice (by default one "
@@ -410,6 +426,7 @@ def main(argv=None) -> int:
     try:
         if hasattr(args, "out"):             # every command that writes files; evaluate defaults to "."
             check_out_folder(args.out if args.out is not None else ".")
+        check_device(getattr(args, "device", "cpu"))
         return args.handler(args)
     except (UsageError, DataError, TrainingDiverged, FileNotFoundError, ValueError, ImportError) as exc:
         if os.environ.get("TINYSEG_DEBUG"):
