@@ -351,8 +351,10 @@ def test_shape_mismatch_names_both_shapes():
 def test_bad_inputs_raise_clearly():
     with pytest.raises(ValueError, match="binary mask"):
         dice(np.array([[0, 2]]), np.array([[0, 1]]))
-    with pytest.raises(ValueError, match="2-D"):
-        hd95(np.zeros((2, 3, 3)), np.zeros((2, 3, 3)))
+    with pytest.raises(ValueError, match=r"2-D masks \(H, W\) or 3-D volumes \(D, H, W\), got shape \(2, 2, 3, 3\)"):
+        hd95(np.zeros((2, 2, 3, 3)), np.zeros((2, 2, 3, 3)))     # 3-D volumes are measured (3-D tests below)
+    with pytest.raises(ValueError, match=r"a triple \(dz, dy, dx\).*3-D masks"):
+        hd95(np.zeros((2, 3, 3)), np.zeros((2, 3, 3)), spacing=(1.0, 1.0))
     with pytest.raises(ValueError, match="spacing"):
         hd95(np.zeros((3, 3)), np.zeros((3, 3)), spacing=(1.0, -1.0))
     with pytest.raises(ValueError, match=r"labels outside 0\.\.1"):
@@ -361,3 +363,137 @@ def test_bad_inputs_raise_clearly():
         evaluate(np.zeros((2, 2), int), np.zeros((2, 2), int), num_classes=1)
     with pytest.raises(ValueError, match="same number of images"):
         evaluate(np.zeros((2, 3, 3), int), np.zeros((1, 3, 3), int))
+
+
+# ---------------------------------------------------------------------------------------
+# 3-D volumes with anisotropic voxels (spacing per axis: (dz, dy, dx))
+
+
+def _brute_force_edt_nd(features, spacing):
+    points = np.argwhere(features)
+    grid = np.indices(features.shape).reshape(features.ndim, -1).T
+    if points.size == 0:
+        return np.full(features.shape, np.inf)
+    d2 = (((grid[:, None, :] - points[None, :, :]) * np.asarray(spacing)) ** 2).sum(axis=-1)
+    return np.sqrt(d2.min(axis=1)).reshape(features.shape)
+
+
+def _surface_reference(pred, target, spacing):
+    """hd95 and assd from the definition, by brute force on the surface voxels: a surface voxel
+    is a foreground voxel with a 6-neighbour outside the mask or outside the volume."""
+    def surface(m):
+        out = []
+        for idx in np.argwhere(m):
+            for axis in range(m.ndim):
+                for step in (-1, 1):
+                    n = idx.copy()
+                    n[axis] += step
+                    if n[axis] < 0 or n[axis] >= m.shape[axis] or not m[tuple(n)]:
+                        out.append(idx)
+                        break
+                else:
+                    continue
+                break
+        return np.array(out, dtype=float) * np.asarray(spacing)
+
+    sp, st_ = surface(pred), surface(target)
+    d = np.sqrt(((sp[:, None, :] - st_[None, :, :]) ** 2).sum(axis=-1))
+    d_pt, d_tp = d.min(axis=1), d.min(axis=0)
+    return (max(np.percentile(d_pt, 95), np.percentile(d_tp, 95)),
+            (d_pt.sum() + d_tp.sum()) / (d_pt.size + d_tp.size))
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(bool, st.tuples(st.integers(1, 6), st.integers(1, 7), st.integers(1, 8)), elements=st.booleans()),
+       st.tuples(st.floats(0.2, 5.0), st.floats(0.2, 5.0), st.floats(0.2, 5.0)))
+def test_edt_3d_matches_brute_force(features, spacing):
+    got = np.sqrt(_squared_edt(features, spacing))
+    np.testing.assert_allclose(got, _brute_force_edt_nd(features, spacing), rtol=1e-12, atol=1e-12)
+
+
+def test_edt_3d_sparse_and_batched():
+    rng = np.random.default_rng(3)
+    feats = rng.random((2, 5, 9, 23)) < 0.01
+    feats[0, 4, 0, 22] = True
+    got = np.sqrt(_squared_edt(feats, (2.5, 0.8, 0.8)))
+    for volume in range(2):
+        np.testing.assert_allclose(got[volume], _brute_force_edt_nd(feats[volume], (2.5, 0.8, 0.8)), rtol=1e-12)
+
+
+def _ball(shape, centre, radii):
+    grid = np.indices(shape)
+    return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii)) <= 1
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.5, 0.8, 0.8), (0.7, 1.9, 1.1)])
+def test_hd95_assd_3d_match_brute_force_on_surface_points(spacing):
+    rng = np.random.default_rng(11)
+    for _ in range(4):
+        shape = (6, 12, 10)
+        pred = _ball(shape, rng.uniform(1, 5, 3) * (1, 2, 2), rng.uniform(1.5, 4, 3)) | (rng.random(shape) < 0.02)
+        target = _ball(shape, rng.uniform(1, 5, 3) * (1, 2, 2), rng.uniform(1.5, 4, 3))
+        ref_hd95, ref_assd = _surface_reference(pred, target, spacing)
+        assert hd95(pred, target, spacing=spacing) == pytest.approx(ref_hd95, rel=1e-12)
+        assert assd(pred, target, spacing=spacing) == pytest.approx(ref_assd, rel=1e-12)
+
+
+def test_hd95_3d_of_boxes_offset_along_each_axis_is_offset_times_spacing():
+    spacing = (2.5, 0.8, 0.6)
+    target = np.zeros((12, 14, 16), bool)
+    target[3:7, 4:9, 5:11] = True
+    for axis, step in enumerate(spacing):
+        pred = np.roll(target, 2, axis=axis)
+        assert hd95(pred, target, spacing=spacing) == pytest.approx(2 * step)
+        # the same shift counted in voxels, as it was before spacing was known
+        assert hd95(pred, target) == pytest.approx(2.0)
+
+
+def test_3d_empty_masks_get_the_volume_diagonal():
+    empty, one = np.zeros((4, 5, 6), bool), np.zeros((4, 5, 6), bool)
+    one[1, 2, 3] = True
+    worst = math.sqrt((4 * 2.5) ** 2 + (5 * 0.8) ** 2 + (6 * 0.8) ** 2)
+    assert hd95(one, empty, spacing=(2.5, 0.8, 0.8)) == pytest.approx(worst)
+    assert assd(empty, one, spacing=(2.5, 0.8, 0.8)) == pytest.approx(worst)
+    assert hd95(empty, empty, spacing=(2.5, 0.8, 0.8)) == 0.0
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.5, 0.8, 0.8)])
+def test_hd95_assd_3d_match_scipy_reference(spacing):
+    ndimage = pytest.importorskip("scipy.ndimage")
+    cross = ndimage.generate_binary_structure(3, 1)
+
+    def border(m):
+        return m ^ ndimage.binary_erosion(m, structure=cross, iterations=1)
+
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        shape = (10, 32, 28)
+        pred = _ball(shape, rng.uniform(0.3, 0.7, 3) * shape, rng.uniform(0.15, 0.35, 3) * shape)
+        target = _ball(shape, rng.uniform(0.3, 0.7, 3) * shape, rng.uniform(0.15, 0.35, 3) * shape)
+        bp, bt = border(pred), border(target)
+        d_pt = ndimage.distance_transform_edt(~bt, sampling=spacing)[bp]
+        d_tp = ndimage.distance_transform_edt(~bp, sampling=spacing)[bt]
+        assert hd95(pred, target, spacing=spacing) == pytest.approx(
+            max(np.percentile(d_pt, 95), np.percentile(d_tp, 95)), rel=1e-12)
+        assert assd(pred, target, spacing=spacing) == pytest.approx(np.concatenate([d_pt, d_tp]).mean(), rel=1e-12)
+
+
+def test_evaluate_scores_each_volume_as_one_case_in_3d():
+    rng = np.random.default_rng(2)
+    targets = [_ball((5, 12, 12), (2, 6, 6), (2, 4, 4)).astype(np.uint8), np.zeros((3, 8, 9), np.uint8)]
+    targets[1][1, 2:5, 3:7] = 1
+    preds = [np.roll(targets[0], 1, axis=0), targets[1] | (rng.random((3, 8, 9)) < 0.05).astype(np.uint8)]
+    spacings = [(2.5, 0.8, 0.8), (3.0, 0.5, 0.5)]
+    result = evaluate(preds, targets, spacings=spacings)
+    assert len(result["per_image"]) == 2
+    for row, p, t, s in zip(result["per_image"], preds, targets, spacings):
+        assert row["dice"] == pytest.approx(dice(p, t))              # 3-D overlap of the whole volume
+        assert row["hd95"] == pytest.approx(hd95(p, t, spacing=s))
+        assert row["assd"] == pytest.approx(assd(p, t, spacing=s))
+    assert result["per_image"][0]["hd95"] == pytest.approx(2.5)      # shifted one slice of 2.5 mm
+    assert result["mean"]["dice"] == pytest.approx(np.mean([dice(p, t) for p, t in zip(preds, targets)]))
+    with pytest.raises(ValueError, match="mix known spacings .* and None .* for 1 of 2 items"):
+        evaluate(preds, targets, spacings=[(2.5, 0.8, 0.8), None])
+    with pytest.raises(ValueError, match="one spacing per item, got 1 for 2 items"):
+        evaluate(preds, targets, spacings=[(2.5, 0.8, 0.8)])
+    assert "hd95 and assd in mm" in format_table(result, items="cases", units="mm")

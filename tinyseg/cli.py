@@ -214,19 +214,54 @@ def _evaluate(args) -> int:
     foreground = args.foreground if args.foreground is not None else extra.get("foreground")
     num_classes = extra.get("num_classes") or max(2, model.out_channels)
     data = _dataset(args.data, foreground, args.skip_bad, num_classes)
-    preds, targets, spacings = [], [], []
+    preds, targets = [], []
     for i in range(len(data)):
         image, mask = data[i]
         preds.append(predict(model, _normalise(image), tile=_tile_for(model, extra, image.shape[1:])).mask)
         targets.append(mask)
-        spacings.append(data.spacing(i))
-    spacing = spacings[0] if spacings and all(s == spacings[0] for s in spacings) else None
-    result = evaluate(preds, targets, num_classes=num_classes, spacing=spacing)
-    print(format_table(result))
     out = Path(args.out or ".")
     out.mkdir(parents=True, exist_ok=True)
-    write_report(out / "metrics.json", result, data.ids, checkpoint=str(args.checkpoint), data=str(args.data),
-                 units="mm" if spacing else "pixels")
+    context = {"checkpoint": str(args.checkpoint), "data": str(args.data)}
+    pixel_spacings = [data.spacing(i) for i in range(len(data))]
+    pixel_units = "mm" if all(s is not None for s in pixel_spacings) else "pixels"
+    if all(s is None for s in data.slice_indices):
+        # 2-D images: one row per image, distances with each file's pixel spacing when all are known.
+        result = evaluate(preds, targets, num_classes=num_classes,
+                          spacings=pixel_spacings if pixel_units == "mm" else None)
+        print(format_table(result, items="images", units=pixel_units))
+        write_report(out / "metrics.json", result, data.ids, **context, units=pixel_units)
+        print(f"wrote {out / 'metrics.json'}")
+        return 0
+    # Volumes: each case scored as a whole in 3-D (overlap of the volume, surface distances in mm
+    # from the voxel spacing), as nnU-Net reports; per-slice rows only on request.
+    cases = list(dict.fromkeys(data.case_ids))
+    members = {case: [i for i, c in enumerate(data.case_ids) if c == case] for case in cases}
+
+    def stacked(arrays, items):
+        return np.stack([arrays[i] for i in items]) if data.slice_indices[items[0]] is not None else arrays[items[0]]
+
+    case_spacings = [data.volume_spacing(items[0]) if data.slice_indices[items[0]] is not None
+                     else data.spacing(items[0]) for items in members.values()]
+    units = "mm" if all(s is not None for s in case_spacings) else "voxels"
+    result = evaluate([stacked(preds, items) for items in members.values()],
+                      [stacked(targets, items) for items in members.values()], num_classes=num_classes,
+                      spacings=case_spacings if units == "mm" else None)
+    for row, items, spacing in zip(result["per_image"], members.values(), case_spacings):
+        row["slices"] = len(items) if data.slice_indices[items[0]] is not None else None
+        row["spacing"] = list(spacing) if spacing is not None else None
+    print(f"per-case 3-D metrics ({len(cases)} cases; spacing (dz, dy, dx) from each volume's header)")
+    print(format_table(result, items="cases", units=units))
+    if args.per_slice:
+        slices = evaluate(preds, targets, num_classes=num_classes,
+                          spacings=pixel_spacings if pixel_units == "mm" else None)
+        print(f"\nper-slice 2-D metrics ({len(preds)} slices)")
+        print(format_table(slices, items="slices", units=pixel_units))
+        context["per_slice_mean"] = slices["mean"]
+        context["per_slice"] = [{"id": data.ids[i], "case": data.case_ids[i], "slice": data.slice_indices[i],
+                                 **{k: v for k, v in row.items() if k != "per_class"}}
+                                for i, row in enumerate(slices["per_image"])]
+        context["per_slice_units"] = pixel_units
+    write_report(out / "metrics.json", result, cases, rows="per_case", **context, units=units)
     print(f"wrote {out / 'metrics.json'}")
     return 0
 
@@ -375,11 +410,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=_train)
 
-    p = commands.add_parser("evaluate", help="metrics of a checkpoint on a dataset, at each image's resolution")
+    p = commands.add_parser("evaluate", help="metrics of a checkpoint on a dataset, at each image's resolution "
+                                             "(volumes: per case in 3-D)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--out", default=None, help="folder for metrics.json (default: current folder)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--per-slice", action="store_true",
+                   help="volumes: also 2-D metrics of every slice (default: per case, in 3-D, in mm)")
     foreground(p)
     p.set_defaults(handler=_evaluate)
 

@@ -283,3 +283,79 @@ def test_write_nifti_labels_inverts_the_reader_for_3d_4d_and_2d_images(tmp_path,
     many[0, 0, 0] = 300
     out = write_nifti_labels(tmp_path / "many.nii.gz", many, like=tmp_path / "image3.nii.gz")
     assert nibabel.load(str(out)).get_data_dtype() == np.int16
+
+
+# --- 3. evaluate per case in 3-D, in mm; check-data reports spacing and orientation -------
+
+def test_evaluate_reports_per_case_3d_metrics_in_mm(trained, tmp_path, capsys):
+    from tinyseg.data import read_image, read_mask
+    from tinyseg.data.transforms import zscore
+    from tinyseg.inference import predict
+    from tinyseg.metrics import assd, dice, hd95
+    checkpoint, root = trained
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(root), "--out", str(tmp_path / "e")]) == 0
+    out = capsys.readouterr().out
+    assert "per-case 3-D metrics (6 cases" in out and "hd95 and assd in mm" in out
+    report = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert report["units"] == "mm" and "per_slice" not in report and "per_image" not in report
+    rows = report["per_case"]
+    assert [row["id"] for row in rows] == [f"case_{i:03d}" for i in range(6)]
+    assert all(row["slices"] == 6 and row["spacing"] == pytest.approx([2.5, 0.8, 0.8]) for row in rows)
+    for metric in ("dice", "iou", "hd95", "assd"):
+        assert report[metric] == pytest.approx(np.mean([row[metric] for row in rows]))
+    # one case recomputed independently: the whole volume, spacing (dz, dy, dx) = (2.5, 0.8, 0.8)
+    model, _ = ts.models.from_checkpoint(checkpoint)
+    slices = read_image(root / "imagesTr" / "case_002_0000.nii.gz")[0]
+    pred = np.stack([predict(model, zscore(s)).mask for s in slices]) == 1
+    target = read_mask(root / "labelsTr" / "case_002.nii.gz") == 1
+    assert rows[2]["dice"] == pytest.approx(dice(pred, target))
+    assert rows[2]["hd95"] == pytest.approx(hd95(pred, target, spacing=(2.5, 0.8, 0.8)))
+    assert rows[2]["assd"] == pytest.approx(assd(pred, target, spacing=(2.5, 0.8, 0.8)))
+
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(root), "--out", str(tmp_path / "s"),
+                 "--per-slice"]) == 0
+    assert "per-slice 2-D metrics (36 slices)" in capsys.readouterr().out
+    report = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert len(report["per_case"]) == 6 and len(report["per_slice"]) == 36
+    assert report["per_slice"][7]["case"] == "case_001" and report["per_slice"][7]["slice"] == 1
+    assert report["per_slice_units"] == "mm" and set(report["per_slice_mean"]) >= {"dice", "hd95"}
+
+
+def test_evaluate_on_2d_images_keeps_per_image_rows_and_says_pixels(tmp_path, capsys):
+    from PIL import Image
+    root = tmp_path / "png"
+    for i in range(4):
+        mask = np.zeros((16, 16), np.uint8)
+        mask[3 + i:9 + i, 4:10] = 255
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "masks").mkdir(exist_ok=True)
+        Image.fromarray((mask // 2 + 40).astype(np.uint8)).save(root / "images" / f"im{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--epochs", "1", "--batch-size", "2", "--image-size", "16",
+                 "--base-channels", "2", "--depth", "2", "--out", str(run), "--no-progress"]) == 0
+    assert main(["evaluate", "--checkpoint", str(run / "last.npz"), "--data", str(root),
+                 "--out", str(tmp_path / "e")]) == 0
+    assert "hd95 and assd in pixels" in capsys.readouterr().out
+    report = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert report["units"] == "pixels" and [row["id"] for row in report["per_image"]] == [f"im{i}" for i in range(4)]
+    assert "per_case" not in report
+
+
+def test_check_data_reports_spacing_of_three_axes_and_orientation(tmp_path, capsys):
+    root = nnunet_folder(tmp_path / "data", cases=2)
+    ras = np.diag([0.7, 0.9, 3.0, 1.0])
+    save_nifti(root / "imagesTr" / "case_001_0000.nii.gz", np.zeros((16, 16, 6), np.float32), affine=ras)
+    save_nifti(root / "labelsTr" / "case_001.nii.gz", ball_volume().astype(np.uint8), affine=ras)
+    assert main(["check-data", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "Volumes:        2 (shape and voxel spacing along the file's axes i x j x k" in out
+    assert "  - case_000: 16 x 16 x 6 voxels, spacing 0.8 x 0.8 x 2.5 mm, orientation LPS" in out
+    assert "  - case_001: 16 x 16 x 6 voxels, spacing 0.7 x 0.9 x 3 mm, orientation RAS" in out
+    data = FolderDataset(root)
+    assert data.volume_spacing(0) == pytest.approx((2.5, 0.8, 0.8))        # (dz, dy, dx) of the (S, H, W) stack
+    assert data.volume_spacing(6) == pytest.approx((3.0, 0.9, 0.7))
+    # a mask whose affine differs in orientation from its image is named in the report
+    save_nifti(root / "labelsTr" / "case_001.nii.gz", ball_volume().astype(np.uint8), affine=ct_affine())
+    report = ts.data.check_data(root)
+    assert any("oriented RAS but" in problem and "LPS" in problem for problem in report.problems)

@@ -113,6 +113,9 @@ class _Pair:
     channels: int = 0
     size: tuple[int, int] = (0, 0)      # (H, W)
     spacing: tuple[float, float] | None = None
+    slice_spacing: float | None = None              # distance between slices (mm), volumes only
+    voxel_spacing: tuple[float, ...] | None = None  # NIfTI: voxel size along the file's axes (i, j, k)
+    orientation: str | None = None                  # NIfTI: axis codes of the affine, e.g. "RAS"
     image_source: str = ""
     image_dtype: str = ""
     mask_dtype: str = ""
@@ -375,6 +378,13 @@ class _FolderScan:
         pair.channels = image.shape[1]
         pair.size = (image.shape[2], image.shape[3])
         pair.spacing = image_info.spacing or mask_info.spacing
+        pair.slice_spacing = image_info.slice_spacing or mask_info.slice_spacing
+        pair.voxel_spacing = image_info.voxel_spacing or mask_info.voxel_spacing
+        pair.orientation = image_info.orientation or mask_info.orientation
+        if image_info.orientation and mask_info.orientation and image_info.orientation != mask_info.orientation:
+            self.problems.note(f"{pair.image_paths[0]} is oriented {image_info.orientation} but {pair.mask_path} "
+                               f"{mask_info.orientation}: the arrays are read as stored, so the mask will not lie "
+                               "on the image; expected image and mask with the same affine")
         pair.image_source, pair.image_dtype = image_info.source, image_info.dtype
         pair.mask_dtype, pair.palette = mask_info.dtype, mask_info.palette
         pair.image_encoding, pair.mask_encoding = image_info.encoding, mask_info.encoding
@@ -577,6 +587,15 @@ class FolderDataset:
         """Physical pixel size (dy, dx) of item ``index`` when the files record it, else None."""
         return self._pairs[self._items[index][0]].spacing
 
+    def volume_spacing(self, index: int) -> tuple[float, float, float] | None:
+        """Voxel size (dz, dy, dx) of the volume item ``index`` belongs to, in the order of the
+        stacked slices (S, H, W): dz between slices, (dy, dx) within one. None for a 2-D item or
+        when the file does not record all three."""
+        pair = self._pairs[self._items[index][0]]
+        if pair.num_slices is None or pair.spacing is None or pair.slice_spacing is None:
+            return None
+        return (pair.slice_spacing, *pair.spacing)
+
     def files(self, index: int) -> tuple[list[Path], Path]:
         """(image paths, mask path) that item ``index`` comes from."""
         pair = self._pairs[self._items[index][0]]
@@ -610,6 +629,7 @@ class DataReport:
     problems: list[str]
     encodings: dict[str, tuple[int, str]] = field(default_factory=dict)   # "image|mask: encoding" -> (files, example)
     files: list[tuple[str, str]] = field(default_factory=list)            # (path, encoding) of every file read
+    volumes: list[dict] = field(default_factory=list)   # per volume: case, shape, spacing (file axes), orientation
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -638,8 +658,14 @@ class DataReport:
         lines.append(f"Encodings:      {len(self.encodings) or '-'} (what each file holds -> what the loader does)")
         lines += [f"  - {key}: {count} file(s), e.g. {example}" for key, (count, example) in self.encodings.items()]
         lines += [f"Empty masks:    {self.empty_masks} of {self.items} items",
-                  f"Pixel spacing:  {counted(self.spacings)}",
-                  f"Problems:       {len(self.problems) or 'none'}"]
+                  f"Pixel spacing:  {counted(self.spacings)}"]
+        if self.volumes:
+            lines.append(f"Volumes:        {len(self.volumes)} (shape and voxel spacing along the file's axes "
+                         "i x j x k; slices along k)")
+            lines += [f"  - {v['case']}: {' x '.join(map(str, v['shape']))} voxels, spacing "
+                      + (" x ".join(f"{z:g}" for z in v["spacing"]) + " mm" if v["spacing"] else "unknown")
+                      + f", orientation {v['orientation'] or 'unknown'}" for v in self.volumes]
+        lines.append(f"Problems:       {len(self.problems) or 'none'}")
         lines += [f"  - {problem}" for problem in self.problems]
         return "\n".join(lines)
 
@@ -687,7 +713,9 @@ def check_data(root, foreground=None, num_classes=None) -> DataReport:
         spacings=tally("unknown" if p.spacing is None else f"{p.spacing[0]:g} x {p.spacing[1]:g}" for p in pairs),
         problems=list(scan.problems.messages), encodings=_tally_encodings(pairs),
         files=[(str(path), encoding) for p in pairs for path, encoding in
-               [*((path, p.image_encoding) for path in p.image_paths), (p.mask_path, p.mask_encoding)]])
+               [*((path, p.image_encoding) for path in p.image_paths), (p.mask_path, p.mask_encoding)]],
+        volumes=[{"case": p.case, "shape": (p.size[1], p.size[0], p.num_slices), "spacing": p.voxel_spacing,
+                  "orientation": p.orientation} for p in pairs if p.num_slices is not None])
 
 
 def _tally_encodings(pairs) -> dict[str, tuple[int, str]]:

@@ -70,6 +70,10 @@ class ImageInfo:
     encoding:   what the file holds and what the reader made of it, e.g.
                 "8-bit RGBA, alpha opaque -> alpha dropped; channels equal -> 1 grey channel".
     grey_from_colour: True when equal colour channels were read as one grey channel.
+    slice_spacing: distance between slices of a volume (mm) when the file records it, so
+                that a volume read as slices (S, H, W) has voxel spacing (slice_spacing, dy, dx).
+    voxel_spacing: NIfTI only: the voxel size along the file's axes (i, j, k), as in the header.
+    orientation: NIfTI only: the axis codes of the affine (nibabel.aff2axcodes), e.g. "RAS", "LPS".
     """
     source: str
     dtype: str
@@ -78,6 +82,9 @@ class ImageInfo:
     palette: bool = False
     encoding: str = ""
     grey_from_colour: bool = False
+    slice_spacing: float | None = None
+    voxel_spacing: tuple[float, ...] | None = None
+    orientation: str | None = None
 
 
 def split_extension(path) -> tuple[str, str]:
@@ -278,7 +285,9 @@ def _read_nifti(path: Path, slice_axis: int):
     pixels = np.transpose(pixels, (slice_axis, 3, b, a))
     info = ImageInfo(source=f"NIfTI, shape {shape}, {pixels.dtype}", dtype=str(pixels.dtype),
                      spacing=(zooms[b], zooms[a]),
-                     num_slices=pixels.shape[0] if pixels.shape[0] > 1 else None)
+                     num_slices=pixels.shape[0] if pixels.shape[0] > 1 else None,
+                     slice_spacing=zooms[slice_axis], voxel_spacing=tuple(zooms[:3]),
+                     orientation="".join(str(code) for code in nibabel.aff2axcodes(image.affine)))
     return pixels, info
 
 

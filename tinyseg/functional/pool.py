@@ -195,8 +195,36 @@ def _is_2x2_stride_2(geometry) -> bool:
     return geometry.kernel == (2, 2) and geometry.stride == (2, 2) and geometry.padding == (0, 0)
 
 
+class CupyMaxPoolKernel(NumpyMaxPoolKernel):
+    """The NumPy kernel's whole-array expressions run by CuPy on the GPU: k_w + k_h strided
+    slice passes forward, k_h·k_w masked passes backward."""
+
+    name = "cupy"
+
+
+class CudaMaxPoolKernel(NumpyMaxPoolKernel):
+    """Hand-written CUDA C (kernels/pool.cu): forward one thread per window (the CPU kernels'
+    separable max and winner rule, so the same winners), backward a gather, one thread per
+    input element adding the windows it won (deterministic, overlapping windows included).
+
+    Runs on CuPy arrays, or on NumPy arrays inside ``backend.cuda_emulation()``.
+    """
+
+    name = "cuda"
+
+    @staticmethod
+    def forward(xp, x, geometry, keep_winner):
+        from . import pool_kernels_cuda as gpu
+        return gpu.max_pool2d_forward(x, geometry, keep_winner, xp)
+
+    @staticmethod
+    def backward(xp, grad, winner, geometry):
+        from . import pool_kernels_cuda as gpu
+        return gpu.max_pool2d_backward(grad, winner, geometry, xp)
+
+
 class AutoMaxPoolKernel(NumpyMaxPoolKernel):
-    """The default on the CPU: NumPy's forward except for large, wide 2×2-stride-2 pooling (below),
+    """The default. On the GPU (CuPy arrays): the hand-written CUDA kernel ("cuda"). On the CPU: NumPy's forward except for large, wide 2×2-stride-2 pooling (below),
     and Numba's backward from NUMBA_BACKWARD_MIN_OUTPUTS outputs.
 
     Measured (float32, 2×2 stride 2, 2 threads, median of 25 calls, ms; NumPy / Numba):
@@ -239,6 +267,8 @@ class AutoMaxPoolKernel(NumpyMaxPoolKernel):
 
     @staticmethod
     def forward(xp, x, geometry, keep_winner):
+        if xp is not np:
+            return CudaMaxPoolKernel.forward(xp, x, geometry, keep_winner)
         if (_is_2x2_stride_2(geometry) and x.shape[3] >= NUMBA_2X2_FORWARD_MIN_WIDTH
                 and x.size >= NUMBA_2X2_FORWARD_MIN_ELEMENTS):
             return NumbaMaxPoolKernel.forward(xp, x, geometry, keep_winner)
@@ -246,6 +276,8 @@ class AutoMaxPoolKernel(NumpyMaxPoolKernel):
 
     @staticmethod
     def backward(xp, grad, winner, geometry):
+        if xp is not np:
+            return CudaMaxPoolKernel.backward(xp, grad, winner, geometry)
         if grad.size >= NUMBA_BACKWARD_MIN_OUTPUTS:
             return NumbaMaxPoolKernel.backward(xp, grad, winner, geometry)
         return NumpyMaxPoolKernel.backward(xp, grad, winner, geometry)
@@ -259,7 +291,8 @@ NUMBA_2X2_FORWARD_MIN_ELEMENTS = 2**21
 
 
 # Kernels by name: ``backend.use_kernel("max_pool2d", name)`` selects one.
-MAX_POOL2D_KERNELS = {kernel.name: kernel for kernel in (NumpyMaxPoolKernel, NumbaMaxPoolKernel, AutoMaxPoolKernel)}
+MAX_POOL2D_KERNELS = {kernel.name: kernel for kernel in (NumpyMaxPoolKernel, NumbaMaxPoolKernel, CupyMaxPoolKernel,
+                                                        CudaMaxPoolKernel, AutoMaxPoolKernel)}
 DEFAULT_MAX_POOL2D_KERNEL = "auto"
 
 
@@ -363,8 +396,35 @@ class NumbaAvgPoolKernel(NumpyAvgPoolKernel):
         return dx
 
 
+class CupyAvgPoolKernel(NumpyAvgPoolKernel):
+    """The NumPy kernel's whole-array expressions run by CuPy on the GPU."""
+
+    name = "cupy"
+
+
+class CudaAvgPoolKernel(NumpyAvgPoolKernel):
+    """Hand-written CUDA C (kernels/pool.cu): forward one thread per window (the CPU kernels'
+    order of additions), backward a gather, one thread per input element.
+
+    Runs on CuPy arrays, or on NumPy arrays inside ``backend.cuda_emulation()``.
+    """
+
+    name = "cuda"
+
+    @staticmethod
+    def forward(xp, x, geometry):
+        from . import pool_kernels_cuda as gpu
+        return gpu.avg_pool2d_forward(x, geometry, xp)
+
+    @staticmethod
+    def backward(xp, grad, geometry):
+        from . import pool_kernels_cuda as gpu
+        return gpu.avg_pool2d_backward(grad, geometry, xp)
+
+
 class AutoAvgPoolKernel(NumpyAvgPoolKernel):
-    """The default on the CPU: per call, NumPy below and Numba from a size threshold, forward and backward apart.
+    """The default. On the GPU (CuPy arrays): the hand-written CUDA kernel ("cuda"). On the CPU:
+    per call, NumPy below and Numba from a size threshold, forward and backward apart.
 
     Measured (float32, 2 threads, median of 25 calls after warm-up, ms; NumPy / Numba):
 
@@ -393,12 +453,16 @@ class AutoAvgPoolKernel(NumpyAvgPoolKernel):
 
     @staticmethod
     def forward(xp, x, geometry):
+        if xp is not np:
+            return CudaAvgPoolKernel.forward(xp, x, geometry)
         if x.size >= NUMBA_FORWARD_MIN_INPUTS:
             return NumbaAvgPoolKernel.forward(xp, x, geometry)
         return NumpyAvgPoolKernel.forward(xp, x, geometry)
 
     @staticmethod
     def backward(xp, grad, geometry):
+        if xp is not np:
+            return CudaAvgPoolKernel.backward(xp, grad, geometry)
         kh, kw = geometry.kernel
         if grad.size * kh * kw >= NUMBA_BACKWARD_MIN_TERMS:
             return NumbaAvgPoolKernel.backward(xp, grad, geometry)
@@ -412,7 +476,8 @@ NUMBA_BACKWARD_MIN_TERMS = 2**21
 
 
 # Kernels by name: ``backend.use_kernel("avg_pool2d", name)`` selects one.
-AVG_POOL2D_KERNELS = {kernel.name: kernel for kernel in (NumpyAvgPoolKernel, NumbaAvgPoolKernel, AutoAvgPoolKernel)}
+AVG_POOL2D_KERNELS = {kernel.name: kernel for kernel in (NumpyAvgPoolKernel, NumbaAvgPoolKernel, CupyAvgPoolKernel,
+                                                        CudaAvgPoolKernel, AutoAvgPoolKernel)}
 DEFAULT_AVG_POOL2D_KERNEL = "auto"
 
 
