@@ -124,7 +124,8 @@ def _train(args) -> int:
                                                                                       T.CenterCropOrPad(size)]))
     model = ts.models.UNet(in_channels=in_channels, out_channels=1 if num_classes == 2 else num_classes,
                            base_channels=args.base_channels, depth=args.depth, padding="same",
-                           upsample=args.upsample, norm=args.norm, dropout=args.dropout)
+                           upsample=args.upsample, norm=None if args.norm == "none" else args.norm,
+                           dropout=args.dropout)
     if args.device == "cuda":
         model.to("cuda")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
@@ -401,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=["ce", "bce", "dice", "ce+dice", "bce+dice"], default="ce+dice")
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
     p.add_argument("--upsample", choices=["nearest", "bilinear", "transpose"], default="nearest")
-    p.add_argument("--norm", choices=["batch"], default=None)
+    p.add_argument("--norm", choices=["batch", "instance", "none"], default=None,
+                   help="normalisation after every conv: batch, instance (nnU-Net's, per image) or none (default)")
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--border-weights", action="store_true", help="U-Net paper's border weight map on the CE term")
     p.add_argument("--early-stopping", type=int, default=0, help="patience in epochs (0: off)")

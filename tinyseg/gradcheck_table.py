@@ -90,6 +90,8 @@ def _cases():
          [t(3, 3, 2, 2), t(3, low=0.5, high=1.5), t(3)]),
         ("batch_norm", "eval, affine", lambda x, g, b: F.batch_norm(x, np.full(3, 0.1), np.full(3, 2.0), g, b, training=False),
          [t(2, 3, 2, 2), t(3, low=0.5, high=1.5), t(3)]),
+        ("instance_norm", "affine", lambda x, g, b: F.instance_norm(x, g, b),
+         [t(2, 3, 2, 3), t(3, low=0.5, high=1.5), t(3)]),
         ("dropout", "p=0.3, training", dropout, [t(3, 4)]),
         ("bce_with_logits", "weight + pos_weight",
          lambda z: F.binary_cross_entropy_with_logits(z, binary, weight=np.linspace(0.5, 1.5, 3).reshape(1, 1, 1, 3),

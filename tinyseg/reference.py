@@ -421,6 +421,40 @@ def batch_norm(x, running_mean, running_var, weight, bias, training, momentum=0.
     return y, new_mean, new_var
 
 
+def instance_norm(x, weight=None, bias=None, eps=1e-5):
+    """Instance normalisation: every image n and channel c over its own m = H·W pixels::
+
+        μ_nc  = (1/m) Σ_h Σ_w x[n,c,h,w]
+        σ²_nc = (1/m) Σ_h Σ_w (x[n,c,h,w] − μ_nc)²          (biased)
+        y[n,c,h,w] = (x[n,c,h,w] − μ_nc) / sqrt(σ²_nc + eps) · γ_c + β_c
+
+    Shapes: x (N, C, H, W); weight (γ), bias (β) (C,) or None (γ = 1, β = 0).
+    No running statistics: training and evaluation compute the same thing.
+    """
+    x = _f64(x)
+    N, C, H, W = x.shape
+    gamma = np.ones(C) if weight is None else _f64(weight)
+    beta = np.zeros(C) if bias is None else _f64(bias)
+    m = H * W
+    y = np.empty_like(x)
+    for n in range(N):
+        for c in range(C):
+            total = 0.0
+            for h in range(H):
+                for w in range(W):
+                    total += x[n, c, h, w]
+            mean = total / m
+            squares = 0.0
+            for h in range(H):
+                for w in range(W):
+                    squares += (x[n, c, h, w] - mean) ** 2
+            inv_std = 1.0 / np.sqrt(squares / m + eps)
+            for h in range(H):
+                for w in range(W):
+                    y[n, c, h, w] = (x[n, c, h, w] - mean) * inv_std * gamma[c] + beta[c]
+    return y
+
+
 def softmax(x, axis=1):
     """softmax(x)_k = exp(x_k − M) / Σ_l exp(x_l − M) along ``axis``, M = max_l x_l.
 

@@ -1,8 +1,10 @@
-"""Batch normalisation and dropout.
+"""Batch normalisation, instance normalisation and dropout.
 
 Batch norm normalises every channel with statistics taken over the batch and the pixels
 (axes (0, 2, 3) of NCHW, axis 0 of (N, C)); its backward is the compact closed form
 derived in docs/math/activations_norm_losses.md, section "Batch normalisation".
+Instance norm takes the statistics over the pixels of each image and channel alone
+(axes (2, 3)): the same closed form, per (n, c) (section "Instance normalisation").
 Dropout is inverted dropout (section "Dropout").
 """
 from __future__ import annotations
@@ -110,6 +112,70 @@ class BatchNorm(Function):
         return tuple(grads)
 
 
+class InstanceNorm(Function):
+    """y = γ_c · x̂ + β_c with x̂ = (x − μ_nc) / sqrt(σ²_nc + eps), per image n and channel c.
+
+    Inputs: x (N, C, *spatial), then γ (weight) if ``has_weight``, then β (bias) if
+    ``has_bias``. μ_nc, σ²_nc are the mean and biased variance over the m = H·W values
+    of x[n, c]: the same in training and evaluation, so there are no running statistics.
+
+    Backward, per (n, c), with ĝ = g·γ_c (the batch-norm form with the sums over pixels only):
+        dx = (1/sqrt(σ²_nc + eps)) · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂))
+        dγ_c = Σ_n Σ_pixels g · x̂,   dβ_c = Σ_n Σ_pixels g
+    """
+
+    def __init__(self, eps, has_weight, has_bias):
+        self.eps, self.has_weight, self.has_bias = eps, has_weight, has_bias
+
+    def forward(self, x, *affine):
+        gamma = affine[0] if self.has_weight else None
+        beta = affine[-1] if self.has_bias else None
+        self.axes = tuple(range(2, x.ndim))
+        self.count = math.prod(x.shape[2:])           # m: values per (n, c)
+        channel = _channel_shape(x.ndim)
+        mean = x.mean(axis=self.axes, keepdims=True)
+        centred = x - mean
+        var = (centred * centred).mean(axis=self.axes, keepdims=True)
+        inv_std = 1 / self.xp.sqrt(var + x.dtype.type(self.eps))
+        # As in BatchNorm, x̂ is recomputed in backward from x rather than kept.
+        self.x, self.mean, self.inv_std, self.gamma = x, mean, inv_std, gamma
+        y = centred
+        y *= inv_std if gamma is None else inv_std * gamma.reshape(channel)
+        if beta is not None:
+            y += beta.reshape(channel)
+        return y
+
+    def backward(self, g):
+        channel = _channel_shape(g.ndim)
+        wants_dx = self.needs_grad[0]
+        wants_dgamma = self.has_weight and self.needs_grad[1]
+        wants_dbeta = self.has_bias and self.needs_grad[-1]
+        # Per-(n, c) sums; dγ, dβ then add them over the batch as well.
+        sum_g = g.sum(axis=self.axes, keepdims=True) if (wants_dx or wants_dbeta) else None
+        x_hat = sum_g_xhat = None
+        if wants_dx or wants_dgamma:
+            x_hat = (self.x - self.mean) * self.inv_std
+            sum_g_xhat = (g * x_hat).sum(axis=self.axes, keepdims=True)
+        dgamma = sum_g_xhat.sum(axis=0).reshape(-1) if wants_dgamma else None
+        dbeta = sum_g.sum(axis=0).reshape(-1) if wants_dbeta else None
+
+        dx = None
+        if wants_dx:
+            scale = self.inv_std if self.gamma is None else self.inv_std * self.gamma.reshape(channel)
+            # dx = γ/σ · (g − mean(g) − x̂ · mean(g · x̂)), built in x̂'s buffer.
+            dx = x_hat
+            dx *= sum_g_xhat / self.count
+            self.xp.subtract(g, dx, out=dx)
+            dx -= sum_g / self.count
+            dx *= scale
+        grads = [dx]
+        if self.has_weight:
+            grads.append(dgamma)
+        if self.has_bias:
+            grads.append(dbeta)
+        return tuple(grads)
+
+
 class Dropout(Function):
     """y = x · mask / (1 − p) with mask ~ Bernoulli(1 − p); dx = g · mask / (1 − p)."""
 
@@ -143,16 +209,16 @@ def _check_real(op, name, value, low, high, low_inclusive=True):
     return float(value)
 
 
-def _check_channel_vector(name, v, channels):
+def _check_channel_vector(name, v, channels, op="batch_norm"):
     if v is None:
         return
     if not hasattr(array_of(v), "shape"):
-        raise TypeError(f"batch_norm: argument '{name}' expected an array or Tensor of shape ({channels},), "
+        raise TypeError(f"{op}: argument '{name}' expected an array or Tensor of shape ({channels},), "
                         f"got {type(v).__name__}")
-    check_float("batch_norm", name, v)
+    check_float(op, name, v)
     shape = tuple(array_of(v).shape)
     if shape != (channels,):
-        raise ValueError(f"batch_norm: argument '{name}' expected shape ({channels},) (one value per channel "
+        raise ValueError(f"{op}: argument '{name}' expected shape ({channels},) (one value per channel "
                          f"of x), got {shape}")
 
 
@@ -205,6 +271,36 @@ def batch_norm(x, running_mean, running_var, weight, bias, training, momentum=0.
     fn = BatchNorm(_running_buffer(running_mean), _running_buffer(running_var),
                    training, momentum, eps, weight is not None, bias is not None)
     return fn(x, *affine)
+
+
+def instance_norm(x, weight=None, bias=None, eps=1e-5):
+    """Instance normalisation, as PyTorch's ``F.instance_norm`` with input statistics
+    (docs: "Instance normalisation"); nnU-Net's default normalisation.
+
+        y[n,c,h,w] = γ_c · (x[n,c,h,w] − μ_nc) / sqrt(σ²_nc + eps) + β_c
+
+    μ_nc, σ²_nc: mean and biased variance of x[n, c] over its H·W pixels, in training
+    and evaluation alike (each image is normalised on its own, so the result does not
+    depend on the batch). x: (N, C, H, W) (any number of spatial axes >= 1);
+    weight (γ), bias (β): (C,) or None (γ = 1, β = 0).
+    """
+    op = "instance_norm"
+    check_float(op, "x", x)
+    shape = tuple(array_of(x).shape)
+    if len(shape) < 3:
+        raise ValueError(f"{op}: argument 'x' expected a tensor (N, C, H, W) (or (N, C, L), (N, C, D, H, W)) "
+                         f"with spatial axes, got shape {shape}")
+    eps = _check_real(op, "eps", eps, 0.0, float("inf"), low_inclusive=False)
+    for name, v in (("weight", weight), ("bias", bias)):
+        _check_channel_vector(name, v, shape[1], op)
+        if v is not None and array_of(v).dtype != array_of(x).dtype:
+            raise TypeError(f"{op}: argument '{name}' expected dtype {array_of(x).dtype} (the dtype of x), "
+                            f"got {array_of(v).dtype}")
+    if math.prod(shape[2:]) <= 1:
+        raise ValueError(f"{op}: needs more than 1 spatial value per image and channel to estimate a variance, "
+                         f"got x of shape {shape}")
+    affine = [t for t in (weight, bias) if t is not None]
+    return InstanceNorm(eps, weight is not None, bias is not None)(x, *affine)
 
 
 def dropout(x, p, training):

@@ -26,8 +26,17 @@ from ..tensor import Tensor, no_grad
 from .seed import SeedUNet
 
 
+def _norm_layer(norm, channels):
+    """The layer after each conv: BatchNorm2d, InstanceNorm2d with γ and β (as nnU-Net), or nothing."""
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    return nn.Identity()
+
+
 class ConvBlock(nn.Module):
-    """Two 3×3 convolutions, each followed by [batch norm] and ReLU ("plain"), or the same
+    """Two 3×3 convolutions, each followed by [batch or instance norm] and ReLU ("plain"), or the same
     with an identity shortcut around them ("residual", He et al. 2016)."""
 
     def __init__(self, in_channels, out_channels, padding, norm=None, residual=False):
@@ -35,9 +44,9 @@ class ConvBlock(nn.Module):
         pad = 1 if padding == "same" else 0
         self.residual = residual
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=pad, bias=norm is None)
-        self.norm1 = nn.BatchNorm2d(out_channels) if norm == "batch" else nn.Identity()
+        self.norm1 = _norm_layer(norm, out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=pad, bias=norm is None)
-        self.norm2 = nn.BatchNorm2d(out_channels) if norm == "batch" else nn.Identity()
+        self.norm2 = _norm_layer(norm, out_channels)
         if residual:
             self.shortcut = (nn.Conv2d(in_channels, out_channels, 1, bias=False)
                              if in_channels != out_channels else nn.Identity())
@@ -87,7 +96,8 @@ class UNet(nn.Module):
                   padding is seen anywhere ("bilinear" still clamps at map edges, so only
                   "transpose" and "nearest" valid nets make overlap-tile prediction exact)
     upsample      "transpose" (the paper's up-conv), "nearest" or "bilinear" (+ conv)
-    norm          None or "batch" (BatchNorm2d after every conv)
+    norm          None, "batch" (BatchNorm2d after every conv) or "instance" (InstanceNorm2d with
+                  weight and bias after every conv: nnU-Net's choice; independent of the batch)
     block         "plain" (VGG-style) or "residual" (ResNet-style)
     dropout       dropout probability at the end of the contracting path (the paper's choice)
     """
@@ -97,7 +107,7 @@ class UNet(nn.Module):
         super().__init__()
         _check_choice("padding", padding, ("same", "valid"))
         _check_choice("upsample", upsample, ("nearest", "bilinear", "transpose"))
-        _check_choice("norm", norm, (None, "batch"))
+        _check_choice("norm", norm, (None, "batch", "instance"))
         _check_choice("block", block, ("plain", "residual"))
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
                             ("base_channels", base_channels), ("depth", depth)):

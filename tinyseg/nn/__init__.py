@@ -5,9 +5,9 @@
 """
 from . import init
 from .module import Buffer, IncompatibleKeys, Module, Parameter
-from .layers import (AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Identity, LeakyReLU, Linear,
-                     MaxPool2d, ReLU, Sequential, Sigmoid, Tanh, Upsample)
+from .layers import (AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Identity, InstanceNorm2d, LeakyReLU,
+                     Linear, MaxPool2d, ReLU, Sequential, Sigmoid, Tanh, Upsample)
 
 __all__ = ["init", "Module", "Parameter", "Buffer", "IncompatibleKeys", "Conv2d", "ConvTranspose2d", "Linear",
-           "MaxPool2d", "AvgPool2d", "Upsample", "BatchNorm2d", "Dropout", "ReLU", "LeakyReLU", "Sigmoid",
+           "MaxPool2d", "AvgPool2d", "Upsample", "BatchNorm2d", "InstanceNorm2d", "Dropout", "ReLU", "LeakyReLU", "Sigmoid",
            "Tanh", "Identity", "Sequential"]

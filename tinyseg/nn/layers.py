@@ -269,6 +269,35 @@ class BatchNorm2d(Module):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
 
 
+class InstanceNorm2d(Module):
+    """Instance normalisation of (N, C, H, W): every image and channel over its own pixels.
+
+    As PyTorch's InstanceNorm2d with track_running_stats=False: the statistics of the
+    input itself normalise, in training and evaluation alike, so there are no buffers.
+    ``affine`` (False by default, as PyTorch; nnU-Net and UNet(norm="instance") use True)
+    adds the parameters weight γ (ones) and bias β (zeros), shape (C,). See F.instance_norm.
+    """
+
+    def __init__(self, num_features, eps=1e-5, affine=False):
+        super().__init__()
+        self.num_features = _positive_int("InstanceNorm2d", "num_features", num_features)
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
+            raise ValueError(f"InstanceNorm2d: argument 'eps' expected a positive number, got {eps!r}")
+        self.eps, self.affine = float(eps), bool(affine)
+        self.weight = Parameter(np.ones(self.num_features, np.float32)) if affine else None
+        self.bias = Parameter(np.zeros(self.num_features, np.float32)) if affine else None
+
+    def forward(self, x):
+        check_ndim("InstanceNorm2d", "x", x, 4, "(N, C, H, W)")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"InstanceNorm2d: argument 'x' expected {self.num_features} channels (num_features), "
+                             f"got shape {tuple(x.shape)}")
+        return F.instance_norm(x, self.weight, self.bias, eps=self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, affine={self.affine}"
+
+
 class Dropout(Module):
     """Inverted dropout with probability p in training mode; the identity in evaluation mode."""
 
