@@ -54,7 +54,7 @@ class TrainConfig:
     threshold: float = 0.5
     seed: int = 0
     empty_warning_epochs: int = 3      # warn when val predictions stay empty this long
-    progress: bool = True              # tqdm progress bars
+    progress: bool = True              # tqdm progress bars, on a terminal only (else one line per epoch)
     extra: dict = field(default_factory=dict)   # free-form notes stored with the run (data, sizes, ...)
 
     def __post_init__(self):
@@ -341,7 +341,20 @@ class Trainer:
 
 
 def _progress(iterable, desc, enabled):
-    if not enabled:
+    """A tqdm bar over ``iterable`` when enabled and the bar's stream (stderr) is a terminal.
+
+    In a log file or CI a redrawn bar is hundreds of carriage-return lines per epoch; there
+    the per-epoch line of ``Trainer._report`` is the progress report.
+    """
+    import sys
+    if not enabled or not _is_terminal(sys.stderr):
         return iterable
     from tqdm.auto import tqdm
-    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):      # no isatty, or a closed stream
+        return False
