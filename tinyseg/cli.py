@@ -299,6 +299,19 @@ def _label_volume_path(path: Path, out: Path, inputs: list[Path], written: set) 
     return target
 
 
+def _model_channels(slices, info, channels, path):
+    """Slices (S, C, H, W) with the model's channel count: a grey image stored as RGB (read
+    as one channel) gets its three equal channels back for a colour model; any other
+    mismatch is an error naming both counts."""
+    have = slices.shape[1]
+    if have == channels:
+        return slices
+    if have == 1 and channels == 3 and info.grey_from_colour:
+        return np.repeat(slices, 3, axis=1)
+    raise UsageError(f"{path}: {have} channel(s) ({info.encoding or info.source}); the model takes {channels}: "
+                     f"expected images like its training data")
+
+
 def _predict(args) -> int:
     from .data.io import read_image, split_extension, write_nifti_labels
     from .inference import predict
@@ -310,8 +323,8 @@ def _predict(args) -> int:
     inputs = _inputs(args.inputs)
     written: set = set()
     for path in inputs:
-        image, _ = read_image(path)
-        slices = image if image.ndim == 4 else image[None]
+        image, info = read_image(path)
+        slices = _model_channels(image if image.ndim == 4 else image[None], info, model.in_channels, path)
         stem = split_extension(path)[0]
         nifti = split_extension(path)[1] in (".nii", ".nii.gz")
         target = _label_volume_path(path, out, inputs, written) if nifti else None

@@ -281,3 +281,23 @@ def test_tiff_with_pages_of_two_sizes_reads_the_first_series_and_says_so(tmp_pat
     out = check_data(root, capsys)
     assert "image: TIFF 8-bit grey, only the first series read (1 of 2 pages; the 1 other series" in out
     np.testing.assert_array_equal(FolderDataset(root)[0][0][0], grey_image(0))
+
+
+def test_predict_gives_a_colour_model_back_the_channels_of_a_grey_frame_stored_as_rgb(tmp_path, capsys):
+    def frames(stem, i):
+        png(stem.with_suffix(".png"), colour_image(i))
+
+    root = folder(tmp_path, frames, binary_png, n=4)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--epochs", "1", "--image-size", "16", "--depth", "2",
+                 "--base-channels", "2", "--batch-size", "2", "--no-progress", "--out", str(run)]) == 0
+    grey_rgb, grey = tmp_path / "grey_rgb.png", tmp_path / "grey.png"
+    png(grey_rgb, np.dstack([grey_image(7)] * 3))
+    png(grey, grey_image(7))
+    assert main(["predict", "--checkpoint", str(run / "last.npz"), str(grey_rgb), "--out", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "p" / "grey_rgb_mask.png").is_file()
+    capsys.readouterr()
+    # a true one-channel image is not silently turned into colour
+    assert main(["predict", "--checkpoint", str(run / "last.npz"), str(grey), "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert "grey.png: 1 channel(s) (PNG 8-bit grey); the model takes 3" in err and err.count("\n") == 1

@@ -17,6 +17,7 @@ mask values mean (the "mask encoding"):
     values {0, 1}            -> binary, 1 = foreground
     values {0, 255}          -> binary, 255 = foreground (class 1). Feeding 0/255 masks as
                                 class indices is the most common crash in U-Net code.
+                                16-bit masks holding 0/65535 are read as 0/255.
     values {0, ..., K-1}     -> class indices (K <= 32, or given by num_classes or
                                 dataset.json); palette PNGs are read as their indices
     ``foreground=V``         -> binary task, foreground = pixels equal to V, everything else
