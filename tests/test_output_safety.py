@@ -160,3 +160,12 @@ def test_training_never_writes_non_finite_weights_over_a_good_checkpoint(tmp_pat
     for name, content in good.items():
         assert (tmp_path / name).read_bytes() == content, name
     assert ts.serialization.first_non_finite(ts.load(tmp_path / "last.npz")["model"]) is None
+
+
+def test_every_command_with_out_is_covered_here():
+    """A new command taking --out gets the check from main(); this list must name it too."""
+    import argparse
+    from tinyseg.cli import build_parser
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    with_out = {name for name, sub in commands.choices.items() if any(a.dest == "out" for a in sub._actions)}
+    assert with_out == set(COMMANDS)
