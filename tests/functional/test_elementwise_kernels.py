@@ -17,7 +17,8 @@ from tinyseg.functional import activation, resize
 
 from ..kernel_backends import is_gpu_kernel, kernel_names, on_kernel
 
-NEAREST = sorted(resize.UPSAMPLE_NEAREST_KERNELS)
+# The CPU kernels of nearest upsampling; the GPU ones are tested in test_resize_cuda.py.
+NEAREST = [name for name in sorted(resize.UPSAMPLE_NEAREST_KERNELS) if not is_gpu_kernel(name)]
 RELU = kernel_names(activation.RELU_KERNELS)
 RELU_CPU = [name for name in sorted(activation.RELU_KERNELS) if not is_gpu_kernel(name)]
 
@@ -106,7 +107,7 @@ def test_nearest_hypothesis(kernel, n, c, h, w, sh, sw, seed):
 def test_nearest_unknown_kernel_is_a_clear_error():
     with backend.use_kernel("upsample_nearest", "no-such-kernel"):
         with pytest.raises(ValueError, match="upsample_nearest: unknown kernel 'no-such-kernel'; "
-                                             "available kernels: 'auto', 'numba', 'numpy'"):
+                                             "available kernels: 'auto', 'cuda', 'cupy', 'numba', 'numpy'"):
             F.upsample(ts.Tensor(np.zeros((1, 1, 2, 2))), scale_factor=2)
 
 

@@ -17,7 +17,10 @@ from tinyseg import backend
 from tinyseg import reference as ref
 from tinyseg.functional import resize
 
-BILINEAR = sorted(resize.UPSAMPLE_BILINEAR_KERNELS)
+from ..kernel_backends import is_gpu_kernel
+
+# The CPU kernels; the GPU ones ("cuda", "cupy") are tested in test_resize_cuda.py.
+BILINEAR = [name for name in sorted(resize.UPSAMPLE_BILINEAR_KERNELS) if not is_gpu_kernel(name)]
 ALIGN_CORNERS = [False, True]
 
 
@@ -216,5 +219,5 @@ def test_cupy_like_arrays_take_the_numpy_path(monkeypatch):
 def test_unknown_kernel_is_a_clear_error():
     with backend.use_kernel("upsample_bilinear", "no-such-kernel"):
         with pytest.raises(ValueError, match="upsample_bilinear: unknown kernel 'no-such-kernel'; "
-                                             "available kernels: 'auto', 'numba', 'numpy'"):
+                                             "available kernels: 'auto', 'cuda', 'cupy', 'numba', 'numpy'"):
             F.upsample(ts.Tensor(np.zeros((1, 1, 2, 2))), scale_factor=2, mode="bilinear")

@@ -107,24 +107,57 @@ class NumbaNearestKernel:
 AUTO_NEAREST_NUMBA_MIN_ELEMENTS = 2 ** 21
 
 
+class CupyNearestKernel(NumpyNearestKernel):
+    """The NumPy kernel's whole-array expressions run by CuPy on the GPU (two ``repeat`` passes
+    forward, s_h + s_w slice additions backward)."""
+
+    name = "cupy"
+
+
+class CudaNearestKernel:
+    """Hand-written CUDA C (kernels/upsample.cu): forward one thread per output pixel; backward a
+    gather, one thread per input pixel summing its s_h × s_w block (one pass each way).
+
+    Runs on CuPy arrays, or on NumPy arrays inside ``backend.cuda_emulation()``.
+    """
+
+    name = "cuda"
+
+    @staticmethod
+    def forward(x, scale):
+        from . import resize_kernels_cuda as gpu
+        return gpu.nearest_forward(x, scale, backend.get_array_module(x))
+
+    @staticmethod
+    def backward(grad, scale):
+        from . import resize_kernels_cuda as gpu
+        return gpu.nearest_backward(grad, scale, backend.get_array_module(grad))
+
+
 class AutoNearestKernel:
-    """numba for upsampled arrays of at least AUTO_NEAREST_NUMBA_MIN_ELEMENTS elements, numpy below."""
+    """GPU (CuPy arrays): "cuda". CPU: numba for upsampled arrays of at least
+    AUTO_NEAREST_NUMBA_MIN_ELEMENTS elements, numpy below."""
 
     name = "auto"
 
     @staticmethod
     def forward(x, scale):
+        if backend.get_array_module(x) is not np:
+            return CudaNearestKernel.forward(x, scale)
         large = x.size * scale[0] * scale[1] >= AUTO_NEAREST_NUMBA_MIN_ELEMENTS
         return (NumbaNearestKernel if large else NumpyNearestKernel).forward(x, scale)
 
     @staticmethod
     def backward(grad, scale):
+        if backend.get_array_module(grad) is not np:
+            return CudaNearestKernel.backward(grad, scale)
         large = grad.size >= AUTO_NEAREST_NUMBA_MIN_ELEMENTS
         return (NumbaNearestKernel if large else NumpyNearestKernel).backward(grad, scale)
 
 
 UPSAMPLE_NEAREST_KERNELS = {kernel.name: kernel
-                            for kernel in (NumpyNearestKernel, NumbaNearestKernel, AutoNearestKernel)}
+                            for kernel in (NumpyNearestKernel, NumbaNearestKernel, CupyNearestKernel,
+                                           CudaNearestKernel, AutoNearestKernel)}
 DEFAULT_UPSAMPLE_NEAREST_KERNEL = "auto"
 
 
@@ -326,25 +359,59 @@ AUTO_BILINEAR_FORWARD_NUMBA_MIN_ELEMENTS = 2 ** 20
 AUTO_BILINEAR_BACKWARD_NUMBA_MIN_ELEMENTS = 2 ** 18
 
 
+class CupyBilinearKernel(NumpyBilinearKernel):
+    """The NumPy kernel's expressions run by CuPy on the GPU (row gathers along H, a cuBLAS
+    matrix product along W)."""
+
+    name = "cupy"
+
+
+class CudaBilinearKernel:
+    """Hand-written CUDA C (kernels/upsample.cu): one kernel per direction reading the gather
+    tables of A_h, A_w (forward, one thread per output pixel) or of A_hᵀ, A_wᵀ (backward, a
+    gather: one thread per input pixel, deterministic). Unlike the NumPy kernel's matrix
+    product, a NaN reaches only the outputs whose weights read it (as PyTorch, Numba).
+
+    Runs on CuPy arrays, or on NumPy arrays inside ``backend.cuda_emulation()``.
+    """
+
+    name = "cuda"
+
+    @staticmethod
+    def forward(xp, x, scale, align_corners):
+        from . import resize_kernels_cuda as gpu
+        return gpu.bilinear_forward(x, scale, align_corners, xp)
+
+    @staticmethod
+    def backward(xp, grad, scale, align_corners):
+        from . import resize_kernels_cuda as gpu
+        return gpu.bilinear_backward(grad, scale, align_corners, xp)
+
+
 class AutoBilinearKernel:
-    """numba for upsampled arrays of at least AUTO_BILINEAR_FORWARD_NUMBA_MIN_ELEMENTS
+    """GPU (CuPy arrays): "cuda". CPU: numba for upsampled arrays of at least AUTO_BILINEAR_FORWARD_NUMBA_MIN_ELEMENTS
     (forward) or AUTO_BILINEAR_BACKWARD_NUMBA_MIN_ELEMENTS (backward) elements, numpy below."""
 
     name = "auto"
 
     @staticmethod
     def forward(xp, x, scale, align_corners):
+        if xp is not np:
+            return CudaBilinearKernel.forward(xp, x, scale, align_corners)
         large = x.size * scale[0] * scale[1] >= AUTO_BILINEAR_FORWARD_NUMBA_MIN_ELEMENTS
         return (NumbaBilinearKernel if large else NumpyBilinearKernel).forward(xp, x, scale, align_corners)
 
     @staticmethod
     def backward(xp, grad, scale, align_corners):
+        if xp is not np:
+            return CudaBilinearKernel.backward(xp, grad, scale, align_corners)
         large = grad.size >= AUTO_BILINEAR_BACKWARD_NUMBA_MIN_ELEMENTS
         return (NumbaBilinearKernel if large else NumpyBilinearKernel).backward(xp, grad, scale, align_corners)
 
 
 UPSAMPLE_BILINEAR_KERNELS = {kernel.name: kernel
-                             for kernel in (NumpyBilinearKernel, NumbaBilinearKernel, AutoBilinearKernel)}
+                             for kernel in (NumpyBilinearKernel, NumbaBilinearKernel, CupyBilinearKernel,
+                                            CudaBilinearKernel, AutoBilinearKernel)}
 DEFAULT_UPSAMPLE_BILINEAR_KERNEL = "auto"
 
 
