@@ -21,7 +21,10 @@ from tinyseg import reference as ref
 from tinyseg.functional import conv
 from tinyseg.functional.conv import _ConvGeometry
 
-KERNELS = sorted(conv.CONV2D_KERNELS)
+from ..kernel_backends import is_gpu_kernel
+
+# The CPU kernels; the GPU ones ("numba_cuda", ...) are tested in test_numba_cuda.py.
+KERNELS = [name for name in sorted(conv.CONV2D_KERNELS) if not is_gpu_kernel(name)]
 BLOCKS = {"one block": None, "sample blocks": 6000, "row bands": 256}
 
 

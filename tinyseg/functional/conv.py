@@ -32,6 +32,7 @@ import numpy as np
 from .. import backend
 from ..tensor import Function
 from ._checks import array_of, check_float, check_ndim, check_same_dtype, pair
+from . import conv_kernels_cuda
 
 
 # ----- the geometry of one convolution
@@ -392,6 +393,25 @@ class AutoKernel(WinogradKernel):
 
     name = "auto"
 
+    # On CuPy arrays: the GPU kernel measured fastest for the shape (``GPU_AUTO``, below).
+    @classmethod
+    def forward(cls, x, weight, geometry):
+        if backend.get_array_module(x) is not np:
+            return GPU_AUTO.forward(x, weight, geometry)
+        return super().forward(x, weight, geometry)
+
+    @classmethod
+    def input_grad(cls, grad, weight, geometry):
+        if backend.get_array_module(grad) is not np:
+            return GPU_AUTO.input_grad(grad, weight, geometry)
+        return super().input_grad(grad, weight, geometry)
+
+    @classmethod
+    def weight_grad(cls, x, grad, geometry):
+        if backend.get_array_module(x) is not np:
+            return GPU_AUTO.weight_grad(x, grad, geometry)
+        return super().weight_grad(x, grad, geometry)
+
     @staticmethod
     def columns(xp, x, geometry, block):
         """Numba's one-pass im2col for matrices of NUMBA_IM2COL_MIN_BYTES or more, NumPy's slices below.
@@ -429,6 +449,19 @@ NUMBA_IM2COL_MIN_BYTES = 12 * 2**20
 # teaching version, "im2col", stays runnable; "auto" picks per shape.
 CONV2D_KERNELS = {kernel.name: kernel for kernel in (Im2colKernel, NumbaIm2colKernel, WinogradKernel, AutoKernel)}
 DEFAULT_CONV2D_KERNEL = "auto"
+
+
+class CupyKernel(Im2colKernel):
+    """The NumPy-expression im2col + GEMM above, run by CuPy on the GPU (GEMMs by cuBLAS)."""
+
+    name = "cupy"
+    device = "cuda"
+
+
+# The hand-written CUDA C kernels ("cuda_v1", "cuda_v2", "cuda_v3", "cuda", "cuda_im2col";
+# conv_kernels_cuda.py) and "cupy". On CuPy arrays "auto" takes the one measured fastest.
+CONV2D_KERNELS.update({kernel.name: kernel for kernel in (*conv_kernels_cuda.CUDA_CONV2D_KERNELS, CupyKernel)})
+GPU_AUTO = conv_kernels_cuda.MeasuredChoice(CONV2D_KERNELS)
 
 
 def _selected_kernel():
