@@ -15,7 +15,10 @@ from tinyseg import backend
 from tinyseg import reference as ref
 from tinyseg.functional import loss
 
-KERNELS = sorted(loss.BCE_WITH_LOGITS_KERNELS)
+from ..kernel_backends import is_gpu_kernel
+
+# The CPU kernels; the GPU ones ("cuda", "cupy") are tested in test_loss_cuda.py.
+KERNELS = [name for name in sorted(loss.BCE_WITH_LOGITS_KERNELS) if not is_gpu_kernel(name)]
 # float32 against the float64 reference: a few float32 roundings per element, and NumPy
 # sums float32 pairwise (error ~ log2(n)·eps): 1e-5 relative covers both with margin.
 RTOL = {np.float64: 1e-12, np.float32: 1e-5}
@@ -167,5 +170,5 @@ def test_non_contiguous_inputs(kernel):
 def test_unknown_kernel_is_a_clear_error():
     with backend.use_kernel("bce_with_logits", "no-such-kernel"):
         with pytest.raises(ValueError, match="bce_with_logits: unknown kernel 'no-such-kernel'; "
-                                             "available kernels: 'auto', 'numba', 'numpy'"):
+                                             "available kernels: 'auto', 'cuda', 'cupy', 'numba', 'numpy'"):
             F.binary_cross_entropy_with_logits(ts.Tensor(np.zeros(3)), np.zeros(3))

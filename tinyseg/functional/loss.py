@@ -143,26 +143,60 @@ AUTO_BCE_FORWARD_NUMBA_MIN_ELEMENTS = 2 ** 20
 AUTO_BCE_BACKWARD_NUMBA_MIN_ELEMENTS = 0
 
 
+class CupyBCEWithLogitsKernel(NumpyBCEWithLogitsKernel):
+    """The NumPy kernel's whole-array expressions run by CuPy on the GPU."""
+
+    name = "cupy"
+
+
+class CudaBCEWithLogitsKernel:
+    """Hand-written CUDA C (kernels/loss.cu): the forward one pass of per-block partial sums
+    then a fixed-order final sum (deterministic, no atomics), the backward one pass writing
+    dz and/or dt. Every case of the CPU kernels: weight and pos_weight (any shape that
+    broadcasts to the logits; a smaller one is expanded first), the target's gradient.
+
+    Runs on CuPy arrays, or on NumPy arrays inside ``backend.cuda_emulation()``.
+    """
+
+    name = "cuda"
+
+    @staticmethod
+    def forward(z, t, w, pw, xp):
+        from . import loss_kernels_cuda as gpu
+        return gpu.bce_with_logits_forward(z, t, w, pw, xp)
+
+    @staticmethod
+    def backward(g, z, t, w, pw, needs_dz, needs_dt, xp):
+        from . import loss_kernels_cuda as gpu
+        return gpu.bce_with_logits_backward(g, z, t, w, pw, needs_dz, needs_dt, xp)
+
+
 class AutoBCEWithLogitsKernel:
-    """numba for the forward of logits of at least AUTO_BCE_FORWARD_NUMBA_MIN_ELEMENTS elements
-    and for the backward from AUTO_BCE_BACKWARD_NUMBA_MIN_ELEMENTS; numpy below."""
+    """GPU (CuPy arrays): "cuda". CPU: numba for the forward of logits of at least
+    AUTO_BCE_FORWARD_NUMBA_MIN_ELEMENTS elements and for the backward from
+    AUTO_BCE_BACKWARD_NUMBA_MIN_ELEMENTS; numpy below."""
 
     name = "auto"
 
     @staticmethod
     def forward(z, t, w, pw, xp):
+        if xp is not np:
+            return CudaBCEWithLogitsKernel.forward(z, t, w, pw, xp)
         large = z.size >= AUTO_BCE_FORWARD_NUMBA_MIN_ELEMENTS
         return (NumbaBCEWithLogitsKernel if large else NumpyBCEWithLogitsKernel).forward(z, t, w, pw, xp)
 
     @staticmethod
     def backward(g, z, t, w, pw, needs_dz, needs_dt, xp):
+        if xp is not np:
+            return CudaBCEWithLogitsKernel.backward(g, z, t, w, pw, needs_dz, needs_dt, xp)
         large = z.size >= AUTO_BCE_BACKWARD_NUMBA_MIN_ELEMENTS
         kernel = NumbaBCEWithLogitsKernel if large else NumpyBCEWithLogitsKernel
         return kernel.backward(g, z, t, w, pw, needs_dz, needs_dt, xp)
 
 
 BCE_WITH_LOGITS_KERNELS = {kernel.name: kernel for kernel in
-                           (NumpyBCEWithLogitsKernel, NumbaBCEWithLogitsKernel, AutoBCEWithLogitsKernel)}
+                           (NumpyBCEWithLogitsKernel, NumbaBCEWithLogitsKernel, CupyBCEWithLogitsKernel,
+                            CudaBCEWithLogitsKernel, AutoBCEWithLogitsKernel)}
 DEFAULT_BCE_WITH_LOGITS_KERNEL = "auto"
 
 
@@ -243,6 +277,99 @@ class CrossEntropy(Function):
         return (dz, None) + (None,) * (self.weight_kind is not None)
 
 
+class NumpyDiceKernel:
+    """Whole-array expressions on NumPy or CuPy: p, the one-hot target, three sums over
+    (batch, pixels) per class; backward through σ or softmax.
+
+    ``forward(z, t, smooth, xp)`` returns (loss, state); ``backward(g, state, xp)`` returns dz.
+    """
+
+    name = "numpy"
+
+    @staticmethod
+    def forward(z, t, smooth, xp):
+        classes = z.shape[1]
+        axes = (0,) + tuple(range(2, z.ndim))
+        e = None
+        if classes == 1:
+            p, e = stable_sigmoid(z, xp)
+            one_hot = t
+        else:
+            p = xp.exp(log_softmax_along(z, 1, xp))
+            labels = xp.arange(classes).reshape(_channel_shape(z.ndim))
+            one_hot = labels == xp.expand_dims(t, 1)
+        intersection = (p * one_hot).sum(axis=axes, keepdims=True)
+        predicted = p.sum(axis=axes, keepdims=True)
+        true = one_hot.sum(axis=axes, keepdims=True, dtype=z.dtype)
+        smooth = z.dtype.type(smooth)
+        denominator = predicted + true + smooth
+        dice = (2 * intersection + smooth) / denominator
+        return 1 - dice.mean(), (p, e, one_hot, dice, denominator)
+
+    @staticmethod
+    def backward(g, state, xp):
+        p, e, one_hot, dice, denominator = state
+        classes = p.shape[1]
+        dl_dp = (2 * one_hot - dice) * (-g / (classes * denominator))
+        if classes == 1:
+            return sigmoid_derivative(e) * dl_dp
+        return p * (dl_dp - (dl_dp * p).sum(axis=1, keepdims=True))
+
+
+class CupyDiceKernel(NumpyDiceKernel):
+    """The NumPy kernel's expressions run by CuPy on the GPU."""
+
+    name = "cupy"
+
+
+class CudaDiceKernel:
+    """Hand-written CUDA C (kernels/loss.cu): p in one pass (σ or softmax per pixel), the 3·C
+    sums as per-block partial sums then a fixed-order final sum (deterministic), the
+    backward one pass per pixel through σ or softmax.
+
+    Runs on CuPy arrays, or on NumPy arrays inside ``backend.cuda_emulation()``.
+    """
+
+    name = "cuda"
+
+    @staticmethod
+    def forward(z, t, smooth, xp):
+        from . import loss_kernels_cuda as gpu
+        return gpu.dice_forward(z, t, smooth, xp)
+
+    @staticmethod
+    def backward(g, state, xp):
+        from . import loss_kernels_cuda as gpu
+        return gpu.dice_backward(g, state, xp)
+
+
+class AutoDiceKernel:
+    """GPU (CuPy arrays): "cuda". CPU: "numpy" (the only CPU kernel)."""
+
+    name = "auto"
+
+    @staticmethod
+    def forward(z, t, smooth, xp):
+        return (NumpyDiceKernel if xp is np else CudaDiceKernel).forward(z, t, smooth, xp)
+
+    @staticmethod
+    def backward(g, state, xp):
+        return (NumpyDiceKernel if xp is np else CudaDiceKernel).backward(g, state, xp)
+
+
+DICE_LOSS_KERNELS = {kernel.name: kernel for kernel in (NumpyDiceKernel, CupyDiceKernel, CudaDiceKernel,
+                                                        AutoDiceKernel)}
+DEFAULT_DICE_LOSS_KERNEL = "auto"
+
+
+def _selected_dice_kernel():
+    name = backend.kernel_for("dice_loss", DEFAULT_DICE_LOSS_KERNEL)
+    if name not in DICE_LOSS_KERNELS:
+        available = ", ".join(repr(k) for k in sorted(DICE_LOSS_KERNELS))
+        raise ValueError(f"dice_loss: unknown kernel {name!r}; available kernels: {available}")
+    return DICE_LOSS_KERNELS[name]
+
+
 class DiceLoss(Function):
     """loss = 1 − (1/C) Σ_c D_c,  D_c = (2 I_c + s) / (P_c + T_c + s),
     I_c = Σ p_c t_c, P_c = Σ p_c, T_c = Σ t_c (sums over the batch and every pixel).
@@ -251,37 +378,19 @@ class DiceLoss(Function):
     C > 1 (t an integer class map (N, …), one-hot inside). Backward:
         dL/dp_c = −g · (2 t_c − D_c) / (C · (P_c + T_c + s))
     then through σ (dz = dL/dp · σ'(z)) or softmax (dz = p ⊙ (q − Σ_c p_c q_c), q = dL/dp).
+    Computed by the kernel ``backend.kernel_for("dice_loss", ...)`` names (DICE_LOSS_KERNELS).
     """
 
     def __init__(self, smooth):
         self.smooth = smooth
+        self.kernel = _selected_dice_kernel()
 
     def forward(self, z, t):
-        xp = self.xp
-        classes = z.shape[1]
-        self.axes = (0,) + tuple(range(2, z.ndim))
-        if classes == 1:
-            p, self.e = stable_sigmoid(z, xp)
-            self.one_hot = t
-        else:
-            p = xp.exp(log_softmax_along(z, 1, xp))
-            labels = xp.arange(classes).reshape(_channel_shape(z.ndim))
-            self.one_hot = labels == xp.expand_dims(t, 1)
-        intersection = (p * self.one_hot).sum(axis=self.axes, keepdims=True)
-        predicted = p.sum(axis=self.axes, keepdims=True)
-        true = self.one_hot.sum(axis=self.axes, keepdims=True, dtype=z.dtype)
-        smooth = z.dtype.type(self.smooth)
-        self.denominator = predicted + true + smooth
-        self.dice = (2 * intersection + smooth) / self.denominator
-        self.p = p
-        return 1 - self.dice.mean()
+        loss, self.state = self.kernel.forward(z, t, self.smooth, self.xp)
+        return loss
 
     def backward(self, g):
-        classes = self.p.shape[1]
-        dl_dp = (2 * self.one_hot - self.dice) * (-g / (classes * self.denominator))
-        if classes == 1:
-            return sigmoid_derivative(self.e) * dl_dp, None
-        return self.p * (dl_dp - (dl_dp * self.p).sum(axis=1, keepdims=True)), None
+        return self.kernel.backward(g, self.state, self.xp), None
 
 
 class MSELoss(Function):
@@ -378,7 +487,7 @@ def binary_cross_entropy_with_logits(logits, target, weight=None, pos_weight=Non
     weight (w) and pos_weight (pw, the weight of the positive term) broadcast to the
     logits' shape, e.g. pos_weight (C, 1, 1) for NCHW. The target gets a gradient when it
     requires one; weight and pos_weight do not. Kernels (op "bce_with_logits"): "numpy",
-    "numba", "auto" (the default), see BCE_WITH_LOGITS_KERNELS.
+    "numba", "cupy", "cuda", "auto" (the default), see BCE_WITH_LOGITS_KERNELS.
     """
     op = "binary_cross_entropy_with_logits"
     check_float(op, "logits", logits)
@@ -459,6 +568,7 @@ def dice_loss(logits, target, smooth=1.0):
     One channel: p = σ(logits), target (N, 1, H, W) or (N, H, W) with values in {0, 1}.
     C channels: p = softmax(logits, axis=1), target an integer class map (N, H, W) with
     values in [0, C), one-hot encoded inside. logits (N, C, H, W) (any (N, C, ...)).
+    Kernels (op "dice_loss"): "numpy", "cupy", "cuda", "auto" (the default), see DICE_LOSS_KERNELS.
     """
     op = "dice_loss"
     check_float(op, "logits", logits)
