@@ -15,7 +15,8 @@ from tinyseg.functional import conv
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", default=list(bench.CONFIGS), choices=list(bench.CONFIGS))
-    p.add_argument("--kernels", nargs="+", default=sorted(conv.CONV2D_KERNELS), choices=sorted(conv.CONV2D_KERNELS))
+    p.add_argument("--kernels", nargs="+", default=None, choices=sorted(conv.CONV2D_KERNELS),
+                   help="default: every CPU kernel")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="bench_out")

@@ -430,7 +430,10 @@ def run_layers(configs=None, repeats=5, threads=2, out_dir="bench_out", log=prin
     """Per-layer conv timings of each config: every tinyseg kernel and, when installed, PyTorch."""
     from .functional import conv
     configs = configs or list(CONFIGS)
-    kernels = kernels or sorted(conv.CONV2D_KERNELS)
+    # By default the CPU kernels: these timings run on NumPy arrays ("cuda*", "numba_cuda*" and
+    # "cupy" run on the GPU).
+    kernels = kernels or [name for name in sorted(conv.CONV2D_KERNELS)
+                          if not name.startswith(("cuda", "numba_cuda", "cupy"))]
     frameworks = ["tinyseg"] + (["torch"] if torch_available() else [])
     rows = []
     for name in configs:

@@ -444,10 +444,48 @@ class AutoKernel(WinogradKernel):
 NUMBA_IM2COL_MIN_BYTES = 12 * 2**20
 
 
+class NumbaCudaKernel:
+    """Numba CUDA kernels (conv_kernels_numba_cuda.py), the Python twins of kernels/conv2d_v*.cu:
+    forward v2 (shared-memory tiles of input and weights, 8 output channels per block),
+    input and weight gradients as v1-style gathers (one thread per element of dX, of dW:
+    deterministic, no atomics).
+
+    Runs on CuPy arrays on a GPU, or on NumPy arrays in Numba's CUDA simulator
+    (NUMBA_ENABLE_CUDASIM=1 set before start); imports numba.cuda on first use.
+    """
+
+    name = "numba_cuda"
+    device = "cuda"
+    version = "v2"
+
+    @classmethod
+    def forward(cls, x, weight, geometry):
+        from . import conv_kernels_numba_cuda as gpu
+        return gpu.forward(x, weight, geometry, cls.version)
+
+    @staticmethod
+    def weight_grad(x, grad, geometry):
+        from . import conv_kernels_numba_cuda as gpu
+        return gpu.weight_grad(x, grad, geometry)
+
+    @staticmethod
+    def input_grad(grad, weight, geometry):
+        from . import conv_kernels_numba_cuda as gpu
+        return gpu.input_grad(grad, weight, geometry)
+
+
+class NumbaCudaV1Kernel(NumbaCudaKernel):
+    """The same with the v1 forward: one thread per output element, straight from the definition."""
+
+    name = "numba_cuda_v1"
+    version = "v1"
+
+
 # Kernels by name: ``backend.use_kernel("conv2d", name)`` selects one; both conv2d and
 # conv_transpose2d are built from the three primitives of the selected kernel. The
 # teaching version, "im2col", stays runnable; "auto" picks per shape.
-CONV2D_KERNELS = {kernel.name: kernel for kernel in (Im2colKernel, NumbaIm2colKernel, WinogradKernel, AutoKernel)}
+CONV2D_KERNELS = {kernel.name: kernel for kernel in (Im2colKernel, NumbaIm2colKernel, WinogradKernel, AutoKernel,
+                                                     NumbaCudaKernel, NumbaCudaV1Kernel)}
 DEFAULT_CONV2D_KERNEL = "auto"
 
 

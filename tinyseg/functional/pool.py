@@ -223,6 +223,29 @@ class CudaMaxPoolKernel(NumpyMaxPoolKernel):
         return gpu.max_pool2d_backward(grad, winner, geometry, xp)
 
 
+class NumbaCudaMaxPoolKernel(NumpyMaxPoolKernel):
+    """Numba CUDA kernels (pool_kernels_numba_cuda.py), the Python twins of kernels/pool.cu's:
+    forward one thread per window (the CPU kernels' separable max and winner rule),
+    backward a gather, one thread per input element (deterministic).
+
+    Runs on CuPy arrays on a GPU, or on NumPy arrays in Numba's CUDA simulator
+    (NUMBA_ENABLE_CUDASIM=1 set before start); imports numba.cuda on first use.
+    """
+
+    name = "numba_cuda"
+    device = "cuda"
+
+    @staticmethod
+    def forward(xp, x, geometry, keep_winner):
+        from . import pool_kernels_numba_cuda as gpu
+        return gpu.forward(x, geometry, keep_winner)
+
+    @staticmethod
+    def backward(xp, grad, winner, geometry):
+        from . import pool_kernels_numba_cuda as gpu
+        return gpu.backward(grad, winner, geometry)
+
+
 class AutoMaxPoolKernel(NumpyMaxPoolKernel):
     """The default. On the GPU (CuPy arrays): the hand-written CUDA kernel ("cuda"). On the CPU: NumPy's forward except for large, wide 2×2-stride-2 pooling (below),
     and Numba's backward from NUMBA_BACKWARD_MIN_OUTPUTS outputs.
@@ -292,7 +315,8 @@ NUMBA_2X2_FORWARD_MIN_ELEMENTS = 2**21
 
 # Kernels by name: ``backend.use_kernel("max_pool2d", name)`` selects one.
 MAX_POOL2D_KERNELS = {kernel.name: kernel for kernel in (NumpyMaxPoolKernel, NumbaMaxPoolKernel, CupyMaxPoolKernel,
-                                                        CudaMaxPoolKernel, AutoMaxPoolKernel)}
+                                                        CudaMaxPoolKernel, NumbaCudaMaxPoolKernel,
+                                                        AutoMaxPoolKernel)}
 DEFAULT_MAX_POOL2D_KERNEL = "auto"
 
 
