@@ -2,6 +2,7 @@
 
     python examples/train_unet.py                      # synthetic CT-like phantoms, ~3 minutes on 2 cores
     python examples/train_unet.py --data DIR --foreground 0 --image-size 256   # a folder of real images
+    python examples/train_unet.py --synthetic polyps   # RGB colonoscopy-like frames (harder)
 
 This is the script to read first. Every piece is explicit: the data, the model, the
 training loop (forward, loss, backward, optimizer step), the evaluation and the pictures.
@@ -14,7 +15,7 @@ from pathlib import Path
 import tinyseg as ts      # before NumPy: tinyseg tells OpenBLAS to let its idle threads sleep
 import numpy as np
 import tinyseg.functional as F
-from tinyseg.data import DataLoader, FolderDataset, SyntheticPhantoms, split
+from tinyseg.data import DataLoader, FolderDataset, SyntheticPhantoms, SyntheticPolyps, split
 from tinyseg.data import transforms as T
 from tinyseg.inference import predict
 from tinyseg.metrics import evaluate, format_table, write_report
@@ -31,7 +32,9 @@ def parse_args():
     p.add_argument("--base-channels", type=int, default=16)
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--count", type=int, default=192, help="number of synthetic phantoms")
+    p.add_argument("--synthetic", choices=["phantoms", "polyps"], default="phantoms",
+                   help="without --data: CT-like phantoms (grey) or colonoscopy-like polyp frames (RGB)")
+    p.add_argument("--count", type=int, default=192, help="number of synthetic images")
     p.add_argument("--out", default="runs/example")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
@@ -48,7 +51,8 @@ def main():
         dataset = FolderDataset(args.data, foreground=args.foreground)
         train_set, val_set = split(dataset, 0.2, seed=args.seed, mode="contiguous")
     else:
-        dataset = SyntheticPhantoms(n=args.count, size=args.image_size, seed=args.seed)
+        make = SyntheticPolyps if args.synthetic == "polyps" else SyntheticPhantoms
+        dataset = make(n=args.count, size=args.image_size, seed=args.seed)
         train_set, val_set = split(dataset, 0.2, seed=args.seed)
     num_classes = dataset.num_classes
     in_channels = dataset[0][0].shape[0]
@@ -104,7 +108,7 @@ def main():
     print(format_table(result))
     # metrics.json as `tinyseg evaluate` writes it: the means at the top level, one row per image.
     ids = getattr(val_set, "ids", None) or [f"validation_{i:03d}" for i in range(len(val_set))]
-    write_report(out / "metrics.json", result, ids, data=args.data or "synthetic phantoms", units="pixels")
+    write_report(out / "metrics.json", result, ids, data=args.data or f"synthetic {args.synthetic}", units="pixels")
 
     # 6. Pictures: training curves and a few validation cases.
     plot_curves(history, out / "curves.png")

@@ -69,14 +69,22 @@ def _normalise(image):
 
 def build_data(args):
     """(train set, validation set, description) from the command-line arguments."""
-    from .data import SyntheticPhantoms, split
+    from .data import SyntheticPhantoms, SyntheticPolyps, split
     if args.data is None:
-        mode = "binary" if (args.classes or 2) == 2 else "multiclass"
-        if args.classes not in (None, 2, 3):
-            raise UsageError(f"--classes {args.classes}: the synthetic phantoms have 2 (lesion) or 3 "
-                             f"(background, organ, lesion) classes")
-        data = SyntheticPhantoms(n=args.synthetic_count, size=args.image_size or 128, mode=mode, seed=args.seed)
-        description = f"synthetic phantoms ({mode}, {len(data)} images of {args.image_size or 128}²)"
+        size = args.synthetic_size or args.image_size or 128
+        if args.synthetic == "polyps":
+            if args.classes not in (None, 2):
+                raise UsageError(f"--classes {args.classes}: the synthetic polyp frames have 2 classes "
+                                 f"(background, polyp)")
+            data = SyntheticPolyps(n=args.synthetic_count, size=size, seed=args.seed)
+            description = f"synthetic polyp frames (RGB, {len(data)} images of {size}²)"
+        else:
+            mode = "binary" if (args.classes or 2) == 2 else "multiclass"
+            if args.classes not in (None, 2, 3):
+                raise UsageError(f"--classes {args.classes}: the synthetic phantoms have 2 (lesion) or 3 "
+                                 f"(background, organ, lesion) classes")
+            data = SyntheticPhantoms(n=args.synthetic_count, size=size, mode=mode, seed=args.seed)
+            description = f"synthetic phantoms ({mode}, {len(data)} images of {size}²)"
     else:
         data = _dataset(args.data, args.foreground, args.skip_bad, args.classes, args.patient_regex)
         description = f"{args.data} ({_count_cases(data)}, {data.mask_encoding})"
@@ -421,7 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--border-weights", action="store_true", help="U-Net paper's border weight map on the CE term")
     p.add_argument("--early-stopping", type=int, default=0, help="patience in epochs (0: off)")
     p.add_argument("--no-augment", dest="augment", action="store_false")
-    p.add_argument("--synthetic-count", type=int, default=160, help="number of synthetic phantoms")
+    p.add_argument("--synthetic", choices=["phantoms", "polyps"], default="phantoms",
+                   help="built-in data without --data: CT-like phantoms (grey) or colonoscopy-like polyp "
+                        "frames (RGB)")
+    p.add_argument("--synthetic-count", type=int, default=160, help="number of synthetic images")
+    p.add_argument("--synthetic-size", type=int, default=None,
+                   help="size of the synthetic images (default: --image-size, or 128); larger than "
+                        "--image-size makes training crops")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=_train)
 

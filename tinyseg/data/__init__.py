@@ -1,4 +1,5 @@
 from .synthetic import SyntheticPhantoms
+from .polyps import SyntheticPolyps
 from .io import DataError, read_image, read_mask, write_png
 from .folder import FolderDataset, check_data
 from . import transforms
