@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
+
 from .. import backend
 from .. import random as ts_random
 from ..tensor import Function, Tensor
@@ -21,6 +23,142 @@ from ._checks import array_of, check_float
 def _channel_shape(ndim):
     """Shape that broadcasts a (C,) vector against (N, C) or (N, C, H, W)."""
     return (1, -1) + (1,) * (ndim - 2)
+
+
+class NumpyBatchNormKernel:
+    """Whole-array expressions on NumPy or CuPy (statistics by ``mean`` over the axes).
+
+    ``forward(x, gamma, beta, mean, var, eps, axes, xp)``: mean and var are the running
+    statistics (broadcastable to x) in evaluation, None in training (the batch's are
+    computed); returns (y, mean, var, inv_std), the last three broadcastable to x.
+    ``backward(g, x, mean, inv_std, gamma, training, count, axes, wants_dx, wants_dgamma,
+    wants_dbeta, xp)`` returns (dx, Σ g·x̂, Σ g), each None unless needed (the sums
+    broadcastable to x).
+    """
+
+    name = "numpy"
+
+    @staticmethod
+    def forward(x, gamma, beta, mean, var, eps, axes, xp):
+        channel = _channel_shape(x.ndim)
+        if mean is None:
+            mean = x.mean(axis=axes, keepdims=True)
+            centred = x - mean
+            var = (centred * centred).mean(axis=axes, keepdims=True)
+        else:
+            centred = x - mean
+        inv_std = 1 / xp.sqrt(var + x.dtype.type(eps))
+        scale = inv_std if gamma is None else inv_std * gamma.reshape(channel)
+        y = centred
+        y *= scale                     # in place: ``centred`` is our own temporary
+        if beta is not None:
+            y += beta.reshape(channel)
+        return y, mean, var, inv_std
+
+    @staticmethod
+    def backward(g, x, mean, inv_std, gamma, training, count, axes, wants_dx, wants_dgamma, wants_dbeta, xp):
+        channel = _channel_shape(g.ndim)
+        sum_g = g.sum(axis=axes, keepdims=True) if (wants_dbeta or (wants_dx and training)) else None
+        x_hat = sum_g_xhat = None
+        if wants_dgamma or (wants_dx and training):
+            x_hat = (x - mean) * inv_std
+            sum_g_xhat = (g * x_hat).sum(axis=axes, keepdims=True)
+
+        dx = None
+        if wants_dx:
+            scale = inv_std if gamma is None else inv_std * gamma.reshape(channel)
+            if training:
+                # dx = γ/σ · (g − mean(g) − x̂ · mean(g · x̂)), built in x̂'s buffer.
+                dx = x_hat
+                dx *= sum_g_xhat / count
+                xp.subtract(g, dx, out=dx)
+                dx -= sum_g / count
+                dx *= scale
+            else:
+                dx = g * scale
+        return dx, sum_g_xhat, sum_g
+
+
+class CupyBatchNormKernel(NumpyBatchNormKernel):
+    """The NumPy kernel's expressions run by CuPy on the GPU."""
+
+    name = "cupy"
+
+
+class CudaBatchNormKernel:
+    """Hand-written CUDA C (kernels/batchnorm.cu): the per-channel mean and biased variance
+    (two passes) and the backward's Σ g, Σ g·x̂ (one pass) as deterministic reductions
+    (per-block partial sums, then a fixed-order final sum), and one elementwise pass each
+    for y and dx. The same interface as NumpyBatchNormKernel.
+
+    Runs on CuPy arrays, or on NumPy arrays inside ``backend.cuda_emulation()``.
+    """
+
+    name = "cuda"
+
+    @staticmethod
+    def forward(x, gamma, beta, mean, var, eps, axes, xp):
+        from . import norm_kernels_cuda as gpu
+
+        channel = _channel_shape(x.ndim)
+        x = xp.ascontiguousarray(x)
+        if mean is None:
+            mean, var = gpu.batch_statistics(x, xp)
+        else:
+            mean = xp.ascontiguousarray(mean.reshape(-1), dtype=x.dtype)
+            var = xp.ascontiguousarray(var.reshape(-1), dtype=x.dtype)
+        inv_std = 1 / xp.sqrt(var + x.dtype.type(eps))
+        scale = xp.ascontiguousarray(inv_std if gamma is None else inv_std * gamma.reshape(-1))
+        y = gpu.normalise(x, mean, scale, None if beta is None else beta.reshape(-1), xp)
+        return y, mean.reshape(channel), var.reshape(channel), inv_std.reshape(channel)
+
+    @staticmethod
+    def backward(g, x, mean, inv_std, gamma, training, count, axes, wants_dx, wants_dgamma, wants_dbeta, xp):
+        from . import norm_kernels_cuda as gpu
+
+        channel = _channel_shape(g.ndim)
+        g, x = xp.ascontiguousarray(g), xp.ascontiguousarray(x)
+        mean, inv_std = (xp.ascontiguousarray(a.reshape(-1), dtype=g.dtype) for a in (mean, inv_std))
+        sum_g = sum_g_xhat = None
+        if wants_dgamma or wants_dbeta or (wants_dx and training):
+            sum_g, sum_g_xhat = gpu.backward_sums(g, x, mean, inv_std, xp)
+        dx = None
+        if wants_dx:
+            scale = xp.ascontiguousarray(inv_std if gamma is None else inv_std * gamma.reshape(-1))
+            dx = gpu.input_gradient(g, x, mean, inv_std, scale, sum_g, sum_g_xhat, count, training, xp)
+        reshaped = lambda a: None if a is None else a.reshape(channel)
+        return dx, reshaped(sum_g_xhat), reshaped(sum_g)
+
+
+class AutoBatchNormKernel:
+    """GPU (CuPy arrays): "cuda". CPU: "numpy" (the only CPU kernel)."""
+
+    name = "auto"
+
+    @staticmethod
+    def forward(x, gamma, beta, mean, var, eps, axes, xp):
+        kernel = NumpyBatchNormKernel if xp is np else CudaBatchNormKernel
+        return kernel.forward(x, gamma, beta, mean, var, eps, axes, xp)
+
+    @staticmethod
+    def backward(g, x, mean, inv_std, gamma, training, count, axes, wants_dx, wants_dgamma, wants_dbeta, xp):
+        kernel = NumpyBatchNormKernel if xp is np else CudaBatchNormKernel
+        return kernel.backward(g, x, mean, inv_std, gamma, training, count, axes, wants_dx, wants_dgamma,
+                               wants_dbeta, xp)
+
+
+# Kernels by name: ``backend.use_kernel("batch_norm", name)`` selects one.
+BATCH_NORM_KERNELS = {kernel.name: kernel for kernel in (NumpyBatchNormKernel, CupyBatchNormKernel,
+                                                         CudaBatchNormKernel, AutoBatchNormKernel)}
+DEFAULT_BATCH_NORM_KERNEL = "auto"
+
+
+def _selected_batch_norm_kernel():
+    name = backend.kernel_for("batch_norm", DEFAULT_BATCH_NORM_KERNEL)
+    if name not in BATCH_NORM_KERNELS:
+        available = ", ".join(repr(k) for k in sorted(BATCH_NORM_KERNELS))
+        raise ValueError(f"batch_norm: unknown kernel {name!r}; available kernels: {available}")
+    return BATCH_NORM_KERNELS[name]
 
 
 class BatchNorm(Function):
@@ -35,12 +173,14 @@ class BatchNorm(Function):
         dx = (1/sqrt(σ² + eps)) · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂))
         dγ = Σ g · x̂,   dβ = Σ g
     Backward (evaluation), μ and σ² being constants: dx = g · γ / sqrt(σ² + eps).
+    Computed by the kernel ``backend.kernel_for("batch_norm", ...)`` names (BATCH_NORM_KERNELS).
     """
 
     def __init__(self, running_mean, running_var, training, momentum, eps, has_weight, has_bias):
         self.running_mean, self.running_var = running_mean, running_var
         self.training, self.momentum, self.eps = training, momentum, eps
         self.has_weight, self.has_bias = has_weight, has_bias
+        self.kernel = _selected_batch_norm_kernel()
 
     def forward(self, x, *affine):
         xp = self.xp
@@ -51,24 +191,17 @@ class BatchNorm(Function):
         self.count = x.size // x.shape[1]          # m: values per channel
 
         if self.training:
-            mean = x.mean(axis=self.axes, keepdims=True)
-            centred = x - mean
-            var = (centred * centred).mean(axis=self.axes, keepdims=True)
-            self._update_running_stats(mean.reshape(-1), var.reshape(-1))
+            mean = var = None                       # the kernel takes the batch's
         else:
             mean = xp.asarray(self.running_mean, dtype=x.dtype).reshape(channel)
             var = xp.asarray(self.running_var, dtype=x.dtype).reshape(channel)
-            centred = x - mean
-        inv_std = 1 / xp.sqrt(var + x.dtype.type(self.eps))
+        y, mean, var, inv_std = self.kernel.forward(x, gamma, beta, mean, var, self.eps, self.axes, xp)
+        if self.training:
+            self._update_running_stats(mean.reshape(-1), var.reshape(-1))
 
         # x̂ is not kept for backward: it is recomputed from x (which the graph holds
         # anyway), trading one elementwise pass for one activation-sized buffer.
         self.x, self.mean, self.inv_std, self.gamma = x, mean, inv_std, gamma
-        scale = inv_std if gamma is None else inv_std * gamma.reshape(channel)
-        y = centred
-        y *= scale                     # in place: ``centred`` is our own temporary
-        if beta is not None:
-            y += beta.reshape(channel)
         return y
 
     def _update_running_stats(self, batch_mean, batch_var):
@@ -82,28 +215,12 @@ class BatchNorm(Function):
             self.running_var += m * unbiased_var
 
     def backward(self, g):
-        channel = _channel_shape(g.ndim)
         wants_dx = self.needs_grad[0]
         wants_dgamma = self.has_weight and self.needs_grad[1]
         wants_dbeta = self.has_bias and self.needs_grad[-1]
-        sum_g = g.sum(axis=self.axes, keepdims=True) if (wants_dbeta or (wants_dx and self.training)) else None
-        x_hat = sum_g_xhat = None
-        if wants_dgamma or (wants_dx and self.training):
-            x_hat = (self.x - self.mean) * self.inv_std
-            sum_g_xhat = (g * x_hat).sum(axis=self.axes, keepdims=True)
-
-        dx = None
-        if wants_dx:
-            scale = self.inv_std if self.gamma is None else self.inv_std * self.gamma.reshape(channel)
-            if self.training:
-                # dx = γ/σ · (g − mean(g) − x̂ · mean(g · x̂)), built in x̂'s buffer.
-                dx = x_hat
-                dx *= sum_g_xhat / self.count
-                self.xp.subtract(g, dx, out=dx)
-                dx -= sum_g / self.count
-                dx *= scale
-            else:
-                dx = g * scale
+        dx, sum_g_xhat, sum_g = self.kernel.backward(g, self.x, self.mean, self.inv_std, self.gamma, self.training,
+                                                     self.count, self.axes, wants_dx, wants_dgamma, wants_dbeta,
+                                                     self.xp)
         grads = [dx]
         if self.has_weight:
             grads.append(sum_g_xhat.reshape(-1) if wants_dgamma else None)
@@ -238,6 +355,8 @@ def batch_norm(x, running_mean, running_var, weight, bias, training, momentum=0.
     ``.data``) with running = (1 − momentum)·running + momentum·batch, the variance
     entering unbiased (·m/(m − 1), m = N·H·W). Evaluation: μ, σ² are the running
     statistics (both required). γ = 1 and β = 0 when weight / bias are None.
+    Kernels (op "batch_norm"): "numpy", "cupy", "cuda", "auto" (the default; "cuda" on
+    CuPy arrays), see BATCH_NORM_KERNELS.
     """
     op = "batch_norm"
     check_float(op, "x", x)
