@@ -18,6 +18,8 @@ import textwrap
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import tinyseg as ts
 import tinyseg.functional as F
@@ -152,6 +154,25 @@ def test_conv2d_matches_reference(name, case, dtype):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)
 
 
+@settings(max_examples=6, deadline=None)
+@given(N=st.integers(1, 2), C=st.integers(1, 2), O=st.integers(1, 9), H=st.integers(1, 12), W=st.integers(1, 12),
+       k=st.integers(1, 3), stride=st.integers(1, 2), padding=st.integers(0, 2), dilation=st.integers(1, 2),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_conv2d_any_shape_matches_reference(N, C, O, H, W, k, stride, padding, dilation, dtype, seed):
+    """Shapes drawn across the v2 tile sizes (4, 8, 16) and the group of 8 output channels."""
+    assume(dilation * (k - 1) + 1 <= min(H, W) + 2 * padding)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation)
+    rng = np.random.default_rng(seed)
+    x, w, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((O, C, k, k)), rng.standard_normal(O)
+    expected = ref.conv2d(x, w, b, **kwargs)
+    upstream = rng.standard_normal(expected.shape)
+    *got, _ = _conv2d_run("numba_cuda", *(a.astype(dtype) for a in (x, w, b, upstream)), **kwargs)
+    tol = tolerance(dtype)
+    for g, want in zip(got, [expected] + _cpu_grads(F.conv2d, x, w, b, upstream, **kwargs)):
+        assert g.dtype == dtype
+        np.testing.assert_allclose(g, want, rtol=tol, atol=tol * 10)
+
+
 @pytest.mark.parametrize("shape,k,stride,padding,output_padding,dtype", [
     ((1, 3, 2, 4, 3), 3, 2, 1, 1, np.float64),     # (N, C_in, C_out, H, W)
     ((2, 2, 3, 3, 4), 2, 2, 0, 0, np.float32),     # U-Net's up-convolution
@@ -279,6 +300,21 @@ def test_max_pool2d_matches_reference(kernel_size, stride, padding, dtype):
     assert [launch.kernel for launch in launches] == [f"max_pool2d_forward[{name},uint8]",
                                                       f"max_pool2d_backward[{name},uint8]"]
     assert all(launch.where == WHERE for launch in launches)
+
+
+@settings(max_examples=10, deadline=None)
+@given(shape=st.tuples(st.integers(1, 2), st.integers(1, 2), st.integers(1, 9), st.integers(1, 9)),
+       kh=st.integers(1, 3), kw=st.integers(1, 3), sh=st.integers(1, 3), sw=st.integers(1, 3),
+       ph=st.integers(0, 1), pw=st.integers(0, 1), seed=st.integers(0, 2**16))
+def test_max_pool2d_any_shape_matches_reference(shape, kh, kw, sh, sw, ph, pw, seed):
+    assume(2 * ph <= kh and 2 * pw <= kw and kh <= shape[2] + 2 * ph and kw <= shape[3] + 2 * pw)
+    kwargs = dict(kernel_size=(kh, kw), stride=(sh, sw), padding=(ph, pw))
+    x = distinct_values(shape, seed=seed)
+    expected = ref.max_pool2d(x, **kwargs)
+    upstream = np.random.default_rng(seed).standard_normal(expected.shape)
+    y, dx, _ = _max_pool_run("numba_cuda", x, upstream, **kwargs)
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_allclose(dx, reference_grad(x, upstream, **kwargs), rtol=1e-12, atol=1e-12)
 
 
 def test_max_pool2d_nan_ties_and_winners_as_the_cpu():
