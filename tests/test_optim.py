@@ -306,3 +306,32 @@ def test_bad_scheduler_arguments():
     with pytest.raises(TypeError, match="expected a tinyseg Optimizer"):
         optim.StepLR("adam", 3)
     assert math.isclose(opt.param_groups[0]["lr"], 0.1)          # failed constructions leave it alone
+
+
+@pytest.mark.parametrize("T_max,power", [(10, 0.9), (7, 2.0)])
+def test_poly_matches_torch(torch, T_max, power):
+    both_schedules(torch, lambda o: optim.PolyLR(o, T_max, power),
+                   lambda o: torch.optim.lr_scheduler.PolynomialLR(o, total_iters=T_max, power=power),
+                   epochs=T_max + 3)
+
+
+def test_poly_with_warmup_matches_torchs_sequential_schedule(torch):
+    warmup, T_max, power = 3, 12, 0.9
+
+    def theirs(o):
+        S = torch.optim.lr_scheduler
+        return S.SequentialLR(o, [S.LinearLR(o, start_factor=1 / (warmup + 1), total_iters=warmup),
+                                  S.PolynomialLR(o, total_iters=T_max - warmup, power=power)], milestones=[warmup])
+
+    both_schedules(torch, lambda o: optim.PolyLR(o, T_max, power, warmup_epochs=warmup), theirs, epochs=T_max + 1)
+
+
+def test_poly_ramps_up_then_decays_to_zero():
+    opt = optim.Adam([nn.Parameter(np.zeros(1))], lr=1.0)
+    values = [lr for (lr,) in schedule_values(optim.PolyLR(opt, 10, 0.9, warmup_epochs=2), opt, 12)]
+    assert values[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert values[5] == pytest.approx((1 - 3 / 8) ** 0.9)
+    assert values[9] > 0 and values[10] == values[11] == 0.0
+    assert all(a >= b for a, b in zip(values[2:], values[3:]))
+    with pytest.raises(ValueError, match=r"PolyLR: warmup_epochs \(4\) must be smaller than T_max \(4\)"):
+        optim.PolyLR(opt, 4, warmup_epochs=4)

@@ -13,7 +13,8 @@ Speed: the updates run with in-place ufuncs (``out=``) and one scratch array per
 (device, dtype), reused for every parameter, so a step on a 31M-parameter U-Net
 allocates nothing after the first. Adam/AdamW's update is also a fused compiled loop
 (one pass over p, g, m, v instead of ~10), selected as the op "adam" with
-``backend.use_kernel("adam", name)``: "numpy", "numba" or "auto" (the default).
+``backend.use_kernel("adam", name)``: "numpy", "numba", "cupy", "cuda" (kernels/adam.cu)
+or "auto" (the default: "cuda" on the GPU, "numba" on the CPU).
 """
 from __future__ import annotations
 
@@ -354,18 +355,51 @@ NUMBA_ADAM_PARALLEL_MIN_ELEMENTS = 2 ** 22
 AUTO_ADAM_NUMBA_MIN_ELEMENTS = 0
 
 
+class CupyAdamKernel(NumpyAdamKernel):
+    """The NumPy kernel's in-place ufuncs run by CuPy on the GPU (about ten passes)."""
+
+    name = "cupy"
+
+
+class CudaAdamKernel:
+    """Hand-written CUDA C (kernels/adam.cu): one thread per element, p, g, m, v read once and
+    p, m, v written once, in place; the Numba kernel's operations and scalars.
+
+    Runs on CuPy arrays, or on NumPy arrays inside ``backend.cuda_emulation()``. Falls back
+    to NumpyAdamKernel (run by the arrays' module) when param, m or v is not C-contiguous
+    or the dtype is not float32/float64.
+    """
+
+    name = "cuda"
+
+    @staticmethod
+    def update(param, grad, m, v, scratch_like_param, hyper: AdamHyperparameters, xp):
+        dtype = param.dtype
+        if (dtype not in (np.float32, np.float64) or not (m.dtype == v.dtype == dtype)
+                or not (param.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous)):
+            NumpyAdamKernel.update(param, grad, m, v, scratch_like_param, hyper, xp)
+            return
+        from . import optim_kernels_cuda as gpu
+        gpu.adam_update(param, grad, m, v, hyper, xp)
+
+
 class AutoAdamKernel:
-    """numba for parameters of at least AUTO_ADAM_NUMBA_MIN_ELEMENTS elements, numpy below."""
+    """GPU (CuPy arrays): "cuda". CPU: numba for parameters of at least
+    AUTO_ADAM_NUMBA_MIN_ELEMENTS elements, numpy below."""
 
     name = "auto"
 
     @staticmethod
     def update(param, grad, m, v, scratch_like_param, hyper: AdamHyperparameters, xp):
+        if xp is not np:
+            CudaAdamKernel.update(param, grad, m, v, scratch_like_param, hyper, xp)
+            return
         large = param.size >= AUTO_ADAM_NUMBA_MIN_ELEMENTS
         (NumbaAdamKernel if large else NumpyAdamKernel).update(param, grad, m, v, scratch_like_param, hyper, xp)
 
 
-ADAM_KERNELS = {kernel.name: kernel for kernel in (NumpyAdamKernel, NumbaAdamKernel, AutoAdamKernel)}
+ADAM_KERNELS = {kernel.name: kernel for kernel in (NumpyAdamKernel, NumbaAdamKernel, CupyAdamKernel, CudaAdamKernel,
+                                                   AutoAdamKernel)}
 DEFAULT_ADAM_KERNEL = "auto"
 
 
@@ -521,3 +555,33 @@ class CosineAnnealingLR(LRScheduler):
             return base_lr * (epoch + 1) / (warmup + 1)
         progress = (epoch - warmup) / (self.T_max - warmup)
         return self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * progress)) / 2
+
+
+class PolyLR(LRScheduler):
+    """Polynomial decay from base_lr to 0 over T_max epochs (nnU-Net's schedule, power 0.9),
+    with optional linear warm-up.
+
+    Without warm-up (as torch.optim.lr_scheduler.PolynomialLR(total_iters=T_max, power)):
+        lr(e) = base_lr · (1 − min(e, T_max) / T_max)^power
+    With W = warmup_epochs > 0, the first W epochs ramp up linearly and the decay covers the
+    remaining T_max − W epochs (PyTorch's SequentialLR of LinearLR(start_factor=1/(W+1),
+    total_iters=W) and PolynomialLR(total_iters=T_max − W, power)):
+        lr(e) = base_lr · (e + 1) / (W + 1)                                  for e < W
+        lr(e) = base_lr · (1 − min(e − W, T_max − W) / (T_max − W))^power     otherwise
+    The last epoch of a T_max-epoch run (e = T_max − 1) still has a small positive rate.
+    """
+
+    def __init__(self, optimizer, T_max, power=0.9, warmup_epochs=0):
+        self.T_max = _check_int("PolyLR", "T_max", T_max, 1)
+        self.power = _check_number("PolyLR", "power", power)
+        self.warmup_epochs = _check_int("PolyLR", "warmup_epochs", warmup_epochs, 0)
+        if self.warmup_epochs >= self.T_max:
+            raise ValueError(f"PolyLR: warmup_epochs ({warmup_epochs}) must be smaller than T_max ({T_max})")
+        super().__init__(optimizer)
+
+    def lr_at(self, base_lr, epoch):
+        warmup = self.warmup_epochs
+        if epoch < warmup:
+            return base_lr * (epoch + 1) / (warmup + 1)
+        span = self.T_max - warmup
+        return base_lr * (1 - min(epoch - warmup, span) / span) ** self.power

@@ -44,7 +44,7 @@ class TrainConfig:
     optimizer: str = "adam"            # adam | adamw | sgd
     momentum: float = 0.9              # sgd only
     weight_decay: float = 0.0
-    schedule: str = "cosine"           # cosine | step | constant
+    schedule: str = "cosine"           # cosine | poly | step | constant
     warmup_epochs: int = 0
     loss: str = "ce+dice"              # ce (BCE for one output channel, CE for K) | dice | ce+dice
     border_weights: bool = False       # the U-Net paper's weight map (w0, sigma) on the CE term
@@ -64,8 +64,8 @@ class TrainConfig:
         self.loss = loss
         if self.optimizer not in ("adam", "adamw", "sgd"):
             raise ValueError(f"TrainConfig: optimizer expected adam, adamw or sgd, got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "step", "constant"):
-            raise ValueError(f"TrainConfig: schedule expected cosine, step or constant, got {self.schedule!r}")
+        if self.schedule not in ("cosine", "poly", "step", "constant"):
+            raise ValueError(f"TrainConfig: schedule expected cosine, poly, step or constant, got {self.schedule!r}")
         for name in ("epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig: {name} expected a positive integer, got {getattr(self, name)!r}")
@@ -146,6 +146,8 @@ class Trainer:
             self.optimizer = optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
         if c.schedule == "cosine":
             self.scheduler = optim.CosineAnnealingLR(self.optimizer, T_max=c.epochs, warmup_epochs=c.warmup_epochs)
+        elif c.schedule == "poly":
+            self.scheduler = optim.PolyLR(self.optimizer, T_max=c.epochs, power=0.9, warmup_epochs=c.warmup_epochs)
         elif c.schedule == "step":
             self.scheduler = optim.StepLR(self.optimizer, step_size=max(1, c.epochs // 3), gamma=0.1)
         else:
