@@ -15,7 +15,10 @@ from hypothesis import strategies as st
 
 from tinyseg import backend, nn, optim
 
-KERNELS = sorted(optim.ADAM_KERNELS)
+from .kernel_backends import is_gpu_kernel
+
+# The CPU kernels; the GPU ones ("cuda", "cupy") are tested in test_optim_cuda.py.
+KERNELS = [name for name in sorted(optim.ADAM_KERNELS) if not is_gpu_kernel(name)]
 CONFIGS = [("Adam", dict(lr=1e-2)), ("Adam", dict(lr=1e-2, weight_decay=0.1)),
            ("AdamW", dict(lr=1e-2)), ("AdamW", dict(lr=3e-2, weight_decay=0.2, betas=(0.8, 0.99), eps=1e-6))]
 TOLERANCE = {np.float64: 1e-12, np.float32: 1e-5}
@@ -192,7 +195,7 @@ def test_unknown_kernel_is_a_clear_error():
     optimizer = optim.Adam([p])
     with backend.use_kernel("adam", "no-such-kernel"):
         with pytest.raises(ValueError, match="adam: unknown kernel 'no-such-kernel'; "
-                                             "available kernels: 'auto', 'numba', 'numpy'"):
+                                             "available kernels: 'auto', 'cuda', 'cupy', 'numba', 'numpy'"):
             optimizer.step()
 
 
