@@ -197,11 +197,12 @@ def test_hypothesis_conv2d(name, config):
     (F.conv_transpose2d, (2, 2, 3, 3), dict(stride=2, padding=1, output_padding=1)),
 ], ids=["conv2d-stride2", "conv_transpose2d-stride2"])
 def test_gradcheck(name, op, w_shape, params):
+    # ts.gradcheck works on NumPy arrays: the CUDA C runs in the emulation here, GPU or not.
     rng = np.random.default_rng(7)
-    with on_kernel("conv2d", name) as k:
-        x = ts.Tensor(k.put(rng.standard_normal((1, 2, 4, 3))), requires_grad=True)
-        w = ts.Tensor(k.put(rng.standard_normal(w_shape)), requires_grad=True)
-        b = ts.Tensor(k.put(rng.standard_normal(2)), requires_grad=True)
+    with backend.cuda_emulation(guard_band=True), backend.use_kernel("conv2d", name):
+        x = ts.Tensor(rng.standard_normal((1, 2, 4, 3)), requires_grad=True)
+        w = ts.Tensor(rng.standard_normal(w_shape), requires_grad=True)
+        b = ts.Tensor(rng.standard_normal(2), requires_grad=True)
         assert ts.gradcheck(lambda x, w, b: op(x, w, b, **params), [x, w, b])
 
 
@@ -319,6 +320,24 @@ def test_gpu_auto_measures_once_per_shape_and_keeps_the_fastest():
     assert not choice.winners
 
 
+def test_gpu_auto_passes_over_a_kernel_that_refuses_the_geometry():
+    def refuse(name, run):
+        if name == "cuda_v2":
+            raise ValueError("the staged patch needs more shared memory")
+        run()
+        return {"cuda_v3": 2.0, "cuda_im2col": 1.0}[name]
+
+    choice = cuda_conv.MeasuredChoice(conv.CONV2D_KERNELS, ("cuda_v2", "cuda_v3", "cuda_im2col"), refuse)
+    geometry, x, w, dy = geometry_case(GEOMETRIES[0])
+    with backend.cuda_emulation():
+        dx = choice.input_grad(dy, w, geometry)
+        assert choice.timings[choice.key("input_grad", dy, w, geometry)]["cuda_v2"] == np.inf
+        assert choice.winners[choice.key("input_grad", dy, w, geometry)] == "cuda_im2col"
+        with pytest.raises(ValueError, match="no GPU kernel among cuda_v2 takes"):
+            cuda_conv.MeasuredChoice(conv.CONV2D_KERNELS, ("cuda_v2",), refuse).forward(x, w, geometry)
+    assert_close(dx, input_grad_definition(dy, w, geometry), np.float64)
+
+
 def test_gpu_auto_candidates_and_the_cpu_auto_untouched():
     assert isinstance(conv.GPU_AUTO, cuda_conv.MeasuredChoice)
     assert set(conv.GPU_AUTO.candidates) == {"cuda_v3", "cuda_v2", "cuda_im2col", "cupy"}
@@ -342,3 +361,14 @@ def test_gpu_auto_on_cupy_arrays_measures_with_cuda_events():
     assert_close(backend.to_device(y.data, "cpu"), ref.conv2d(x, w, None, padding=1), np.float64)
     (timings,) = conv.GPU_AUTO.timings.values()
     assert set(timings) == set(conv.GPU_AUTO.candidates) and all(t > 0 for t in timings.values())
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_an_empty_batch(name):
+    with on_kernel("conv2d", name) as k:
+        x = ts.Tensor(k.put(np.zeros((0, 2, 5, 5))), requires_grad=True)
+        w = ts.Tensor(k.put(np.ones((3, 2, 3, 3))), requires_grad=True)
+        y = F.conv2d(x, w, padding=1)
+        y.backward(k.put(np.ones(y.shape)))
+        assert y.shape == (0, 3, 5, 5) and x.grad.shape == (0, 2, 5, 5)
+        np.testing.assert_array_equal(k.get(w.grad), np.zeros((3, 2, 3, 3)))

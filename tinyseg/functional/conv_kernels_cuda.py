@@ -195,7 +195,7 @@ class ConvV3Kernel:
     def _grid(columns, rows, splits=1):
         if -(-rows // V3_TILE) > MAX_GRID_Z:
             raise ValueError(f"conv2d (CUDA v3): {rows} GEMM rows exceed gridDim.y")
-        return (-(-columns // V3_TILE), -(-rows // V3_TILE), splits)
+        return (max(1, -(-columns // V3_TILE)), max(1, -(-rows // V3_TILE)), splits)
 
     @classmethod
     def forward(cls, x, weight, geometry):
@@ -220,6 +220,8 @@ class ConvV3Kernel:
     def splits(out_channels, columns, depth):
         """(number of K splits, depth per split) of the weight gradient's GEMM: enough blocks
         to fill the GPU, each split at least SPLIT_K_MIN_DEPTH deep (a multiple of V3_BK)."""
+        if depth == 0:
+            return 1, V3_BK
         tiles = -(-out_channels // V3_TILE) * -(-columns // V3_TILE)
         wanted = max(1, min(-(-SPLIT_K_TARGET_BLOCKS // tiles), depth // SPLIT_K_MIN_DEPTH, MAX_GRID_Z))
         per_split = -(-depth // wanted)
@@ -281,7 +283,7 @@ class Im2colCudaKernel:
     def forward(cls, x, weight, geometry):
         xp, (x, weight) = _operands(x, weight)
         N, O = x.shape[0], weight.shape[0]
-        y = xp.matmul(weight.reshape(O, -1), cls.columns(xp, x, geometry))
+        y = xp.matmul(weight.reshape(O, weight[0].size), cls.columns(xp, x, geometry))
         return y.reshape(N, O, *geometry.output_size)
 
     @classmethod
@@ -289,14 +291,15 @@ class Im2colCudaKernel:
         xp, (x, grad) = _operands(x, grad)
         (N, O), C = grad.shape[:2], x.shape[1]
         cols = cls.columns(xp, x, geometry)
-        per_sample = xp.matmul(grad.reshape(N, O, -1), cols.transpose(0, 2, 1))
+        per_sample = xp.matmul(grad.reshape(N, O, math.prod(geometry.output_size)), cols.transpose(0, 2, 1))
         return per_sample.sum(axis=0).reshape(O, C, *geometry.kernel)
 
     @classmethod
     def input_grad(cls, grad, weight, geometry):
         xp, (grad, weight) = _operands(grad, weight)
         (N, O), C, (H, W) = grad.shape[:2], weight.shape[1], geometry.input_size
-        dcols = xp.ascontiguousarray(xp.matmul(weight.reshape(O, -1).T, grad.reshape(N, O, -1)))
+        dcols = xp.ascontiguousarray(xp.matmul(weight.reshape(O, weight[0].size).T,
+                                               grad.reshape(N, O, math.prod(geometry.output_size))))
         dx = xp.empty((N, C, H, W), dtype=grad.dtype)
         cuda.launch(cls.source, "col2im_gather", grad.dtype, _grid(dx.size), THREADS,
                     (dcols, dx, *_geometry_args(N, C, H, W, None, geometry, with_out_channels=False)))
@@ -335,7 +338,8 @@ class MeasuredChoice:
     On first use of a key every candidate kernel runs the primitive under ``timer(name, run)``
     (CUDA events by default; a test injects its own); the winner is kept in ``winners`` and
     every later call with that key runs it directly — measuring once per layer shape, as
-    ``torch.backends.cudnn.benchmark`` does. ``timings`` keeps what was measured.
+    ``torch.backends.cudnn.benchmark`` does. ``timings`` keeps what was measured (inf for
+    a candidate that refused the geometry with a ValueError).
     """
 
     def __init__(self, kernels, candidates=GPU_AUTO_CANDIDATES, timer=None):
@@ -357,7 +361,13 @@ class MeasuredChoice:
             times = {}
             for name in self.candidates:
                 kernel = self.kernels[name]
-                times[name] = timer(name, lambda: getattr(kernel, primitive)(a, b, geometry))
+                try:
+                    times[name] = timer(name, lambda: getattr(kernel, primitive)(a, b, geometry))
+                except ValueError:          # a geometry this kernel does not take (e.g. v2's patch too large)
+                    times[name] = math.inf
+            if all(t == math.inf for t in times.values()):
+                raise ValueError(f"conv2d {primitive}: no GPU kernel among {', '.join(self.candidates)} "
+                                 f"takes this convolution")
             self.timings[key] = times
             self.winners[key] = min(times, key=times.get)
         return self.kernels[self.winners[key]]
