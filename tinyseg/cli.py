@@ -160,12 +160,13 @@ def _train(args) -> int:
     from .viz import overlay, plot_curves
     plot_curves(trainer.history, out / "curves.png")
     best_model, _ = ts.models.from_checkpoint(out / "best.npz") if (out / "best.npz").exists() else (model, None)
-    result = _validation_report(best_model, val_loader, num_classes, out, overlays=4, overlay_fn=overlay)
+    result, items, units = _validation_report(best_model, val_loader, num_classes, out, overlays=4,
+                                              overlay_fn=overlay)
     best = max(history, key=lambda row: row.get("val_dice", -1)) if history else {}
     print(f"\ntrained {len(history)} epochs in {elapsed:.0f} s; best validation Dice {best.get('val_dice', float('nan')):.4f} "
           f"at epoch {best.get('epoch')}; run folder {out}")
     from .metrics import format_table
-    print(format_table(result))
+    print(format_table(result, items=items, units=units))
     return 0
 
 

@@ -185,6 +185,8 @@ def test_train_cli_splits_a_volume_folder_by_case(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "6 cases (36 slices)" in out
     assert "contiguous split by case: train 5 cases (30 slices), validation 1 case (6 slices)" in out
+    # the closing validation table scores the held-out volume as one case, distances in mm
+    assert "pooled over all pixels (1 cases)" in out and "hd95 and assd in mm" in out
     config = json.loads((run / "config.json").read_text())
     assert config["arguments"]["split_by"] == "case"
 
