@@ -171,9 +171,18 @@ def _train(args) -> int:
 
 
 def _validation_report(model, val_loader, num_classes, out, overlays, overlay_fn):
-    """Full metrics of ``model`` on the validation crops, and overlay PNGs of the first few."""
+    """Full metrics of ``model`` on the validation crops, and overlay PNGs of the first few.
+
+    Returns (evaluate result, what a row is, distance unit). Slices of one volume are scored
+    together as one case in 3-D, with the volume's voxel spacing when known; 2-D images one by one.
+    """
+    from .data import case_groups
     from .inference import predict
     from .metrics import evaluate
+    dataset = val_loader.dataset
+    groups = case_groups(dataset)
+    val_loader.set_epoch(val_loader.epoch)
+    order = [int(i) for i in val_loader.order(val_loader.epoch)]
     preds, targets, images = [], [], []
     for batch_images, batch_masks in val_loader:
         for image, mask in zip(batch_images, batch_masks):
@@ -182,7 +191,18 @@ def _validation_report(model, val_loader, num_classes, out, overlays, overlay_fn
             images.append(image)
     for i in range(min(overlays, len(images))):
         overlay_fn(images[i][0], targets[i], preds[i], path=out / f"overlay_{i}.png", title=f"validation case {i}")
-    return evaluate(preds, targets, num_classes=num_classes)
+    if len(set(groups)) == len(groups):
+        return evaluate(preds, targets, num_classes=num_classes), "images", "pixels"
+    members: dict = {}
+    for n, index in enumerate(order[:len(preds)]):
+        members.setdefault(groups[index], []).append(n)
+    volume_spacing = getattr(dataset, "volume_spacing", None)
+    spacings = [volume_spacing(order[items[0]]) if volume_spacing else None for items in members.values()]
+    units = "mm" if all(s is not None for s in spacings) else "voxels"
+    result = evaluate([np.stack([preds[n] for n in items]) for items in members.values()],
+                      [np.stack([targets[n] for n in items]) for items in members.values()],
+                      num_classes=num_classes, spacings=spacings if units == "mm" else None)
+    return result, "cases", units
 
 
 # ----------------------------------------------------------------------------- evaluate / predict
