@@ -8,12 +8,13 @@
 //   backward sums:  Σ_g_c = Σ dy[n,c,s],   Σ_gx̂_c = Σ dy[n,c,s] · (x[n,c,s] − μ_c) · inv_std_c
 //   dx   = (dy − x̂ · Σ_gx̂_c/m − Σ_g_c/m) · scale_c   (training; evaluation: dx = dy · scale_c)
 //
-// DETERMINISTIC REDUCTIONS, as in loss.cu: a grid (B, C) of 256-thread blocks, blockIdx.y the
-// channel; each thread adds the channel's values k = blockIdx.x·256 + threadIdx.x,
-// k + B·256, ... (k indexing the m values in (n, s) order), then the block adds its 256
-// sums by a fixed tree in shared memory and writes partials[row, blockIdx.x]; then
+// DETERMINISTIC REDUCTIONS, as in loss.cu: a grid (B, C) of blocks of b threads (b = 256, or
+// the smallest power of two covering m when m < 256), blockIdx.y the channel; each thread
+// adds the channel's values k = blockIdx.x·b + threadIdx.x, k + B·b, ... (k indexing the
+// m values in (n, s) order), then the block adds its b sums by a fixed tree in shared
+// memory and writes partials[row, blockIdx.x]; then
 // channel_sums_finish (one block per row) adds the B partials of each row in a fixed
-// order. B depends only on the shape (tinyseg/functional/norm_kernels_cuda.py), so a shape
+// order. B and b depend only on the shape (tinyseg/functional/norm_kernels_cuda.py), so a shape
 // is always summed in the same order, with no atomics.
 //
 // Memory access: value k of channel c is x[(n·C + c)·S + s] with n = k / S, s = k mod S:
@@ -33,9 +34,11 @@
 
 #define TINYSEG_REDUCE_THREADS 256
 
+// Adds sums[0 .. blockDim.x − 1] in place by a fixed tree (blockDim.x a power of two, at
+// most TINYSEG_REDUCE_THREADS); every thread of the block must call it.
 template <typename T>
 __device__ T block_tree_sum(T* sums) {
-    for (int stride = TINYSEG_REDUCE_THREADS / 2; stride > 0; stride /= 2) {
+    for (int stride = (int)blockDim.x / 2; stride > 0; stride /= 2) {
         __syncthreads();
         if ((int)threadIdx.x < stride) sums[threadIdx.x] += sums[threadIdx.x + stride];
     }

@@ -14,17 +14,20 @@
 // DETERMINISTIC REDUCTIONS. A sum over millions of elements is done in two launches with a
 // fixed order, never with atomicAdd (whose order, hence float rounding, changes per run):
 //   1. *_partial_sums: each thread adds its elements (a grid-stride loop: element k goes to
-//      thread k mod (gridDim.x·blockDim.x), in increasing k), then the block adds its 256
-//      thread sums by a tree in shared memory (stride 128, 64, ..., 1: a fixed pairing);
-//      thread 0 writes the block's partial sum.
+//      thread k mod (gridDim.x·blockDim.x), in increasing k), then the block adds its
+//      thread sums by a tree in shared memory (stride blockDim/2, ..., 2, 1: a fixed
+//      pairing); thread 0 writes the block's partial sum.
 //   2. sum_rows: one block per row of partial sums adds them the same way (each thread a
 //      fixed strided subset, then the tree) and writes row total / divisor.
-// The grid is a function of the size only (tinyseg/functional/loss_kernels_cuda.py), so a
-// given shape is summed in the same order on every run: bit-identical results.
+// Reduction blocks have a power-of-two size, 256 threads, or fewer for small inputs (the
+// smallest power of two covering them: a 3-partial row is summed by 4 threads, not 256).
+// Grid and block sizes are functions of the size only (tinyseg/functional/
+// loss_kernels_cuda.py), so a given shape is summed in the same order on every run:
+// bit-identical results.
 //
 // Thread/block mapping: elementwise kernels (bce backward, dice_probabilities,
 // dice_backward) one thread per element or per pixel (n, s), blocks of 256, grid-stride;
-// partial sums: blocks of 256, grid (B) for BCE, (B, C) for Dice — blockIdx.y is the class.
+// partial sums: blocks of ≤ 256, grid (B) for BCE, (B, C) for Dice — blockIdx.y is the class.
 //
 // Memory access: consecutive threads read consecutive elements (coalesced); Dice reads a
 // pixel's C logits at stride S = H·W (each a coalesced row across the warp). Shared
@@ -43,10 +46,11 @@
 
 #define TINYSEG_REDUCE_THREADS 256
 
-// Adds sums[0..255] in place by a fixed tree; every thread of the block must call it.
+// Adds sums[0 .. blockDim.x − 1] in place by a fixed tree (blockDim.x a power of two, at
+// most TINYSEG_REDUCE_THREADS); every thread of the block must call it.
 template <typename T>
 __device__ T block_tree_sum(T* sums) {
-    for (int stride = TINYSEG_REDUCE_THREADS / 2; stride > 0; stride /= 2) {
+    for (int stride = (int)blockDim.x / 2; stride > 0; stride /= 2) {
         __syncthreads();
         if ((int)threadIdx.x < stride) sums[threadIdx.x] += sums[threadIdx.x + stride];
     }

@@ -155,7 +155,7 @@ def test_dice_matches_the_reference_and_the_numpy_gradient(kernel, classes, smoo
 @pytest.mark.parametrize("kernel", DICE)
 @pytest.mark.parametrize("classes", [1, 3])
 def test_dice_gradcheck(kernel, classes):
-    logits, target = dice_case(classes, shape=(2, 2, 3), seed=1)
+    logits, target = dice_case(classes, shape=(2, 1, 3), seed=1)     # few elements: each is 2 emulated forwards
     with on_kernel("dice_loss", kernel) as k:
         z, t = ts.Tensor(k.put(logits), requires_grad=True), k.put(target)
         assert ts.gradcheck(lambda x: F.dice_loss(x, t), [z])

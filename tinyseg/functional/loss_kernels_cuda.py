@@ -1,9 +1,10 @@
 """Launch code of kernels/loss.cu: BCE with logits and the soft Dice loss, forward and backward.
 
 Sums are deterministic: per-block partial sums (a fixed tree in shared memory), then
-``sum_rows`` (one block per row of partials, in a fixed order). The number of blocks
-depends only on the size (capped at PARTIAL_BLOCKS), so a shape is always summed in the
-same order. Elementwise kernels: one thread per element (BCE) or per pixel (Dice),
+``sum_rows`` (one block per row of partials, in a fixed order). The numbers of blocks
+and threads depend only on the size (blocks capped at PARTIAL_BLOCKS; reduction blocks
+of 256 threads, or the smallest power of two covering a small input), so a shape is
+always summed in the same order. Elementwise kernels: one thread per element (BCE) or per pixel (Dice),
 THREADS per block, grid-stride, capped at MAX_BLOCKS. The same code launches on CuPy
 arrays (GPU) and on NumPy arrays inside ``tinyseg.backend.cuda_emulation()``.
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from .. import cuda
 
-THREADS = 256            # kernels/loss.cu's reductions assume 256 (TINYSEG_REDUCE_THREADS)
+THREADS = 256            # at most kernels/loss.cu's TINYSEG_REDUCE_THREADS (its shared-memory trees)
 MAX_BLOCKS = 4096
 PARTIAL_BLOCKS = 1024    # at most this many partial sums per reduced quantity
 
@@ -26,8 +27,15 @@ def _grid(n):
     return min(cuda.blocks_for(n, THREADS), MAX_BLOCKS)
 
 
+def reduce_threads(n):
+    """Threads of a reduction block over n values: 256, or the smallest power of two >= n."""
+    return min(THREADS, 1 << max(0, int(n) - 1).bit_length())
+
+
 def _partial_grid(n):
-    return min(cuda.blocks_for(n, THREADS), PARTIAL_BLOCKS)
+    """(blocks, threads) of the partial-sum kernels for n values."""
+    threads = reduce_threads(n)
+    return min(cuda.blocks_for(n, threads), PARTIAL_BLOCKS), threads
 
 
 def _flat(xp, a, like):
@@ -43,7 +51,7 @@ def sum_rows(partials, divisor, xp):
     """(rows,) array: each row of ``partials`` (rows, B) summed in a fixed order, divided by ``divisor``."""
     rows, length = partials.shape
     out = xp.empty(rows, dtype=partials.dtype)
-    cuda.launch("loss.cu", "sum_rows", partials.dtype, rows, THREADS,
+    cuda.launch("loss.cu", "sum_rows", partials.dtype, rows, reduce_threads(length),
                 (partials, np.int64(length), partials.dtype.type(divisor), out))
     return out
 
@@ -53,9 +61,9 @@ def bce_with_logits_forward(z, t, w, pw, xp):
     n = z.size
     z_flat, t_flat = xp.ascontiguousarray(z).reshape(-1), xp.ascontiguousarray(t, dtype=z.dtype).reshape(-1)
     (w_flat, has_w), (pw_flat, has_pw) = _flat(xp, w, z), _flat(xp, pw, z)
-    blocks = _partial_grid(n)
+    blocks, threads = _partial_grid(n)
     partials = xp.empty((1, blocks), dtype=z.dtype)
-    cuda.launch("loss.cu", "bce_with_logits_partial_sums", z.dtype, blocks, THREADS,
+    cuda.launch("loss.cu", "bce_with_logits_partial_sums", z.dtype, blocks, threads,
                 (z_flat, t_flat, w_flat, pw_flat, has_w, has_pw, np.int64(n), partials))
     return sum_rows(partials, n, xp).reshape(())
 
@@ -90,9 +98,9 @@ def dice_forward(z, t, smooth, xp):
     p = xp.empty_like(z)
     cuda.launch("loss.cu", "dice_probabilities", z.dtype, _grid(batch * pixels), THREADS,
                 (z, p, np.int64(batch), np.int64(classes), np.int64(pixels)))
-    blocks = _partial_grid(batch * pixels)
+    blocks, threads = _partial_grid(batch * pixels)
     partials = xp.empty((3 * classes, blocks), dtype=z.dtype)
-    cuda.launch("loss.cu", "dice_partial_sums", z.dtype, (blocks, classes), THREADS,
+    cuda.launch("loss.cu", "dice_partial_sums", z.dtype, (blocks, classes), threads,
                 (p, labels, np.int64(batch), np.int64(classes), np.int64(pixels), partials))
     intersection, predicted, true = sum_rows(partials, 1, xp).reshape(3, classes)
     smooth = z.dtype.type(smooth)

@@ -2,7 +2,7 @@
 
 Reductions: a grid (B, C) of THREADS-thread blocks writes per-block partial sums (a fixed
 tree in shared memory), then ``channel_sums_finish`` adds each row of partials in a fixed
-order: deterministic, no atomics. B depends only on the shape (partial_blocks). The
+order: deterministic, no atomics. B and the block size depend only on the shape (partial_grid). The
 elementwise passes are one thread per element, grid-stride, capped at MAX_BLOCKS. The
 per-channel scalars (inv_std, scale: C values) are computed with xp on the arrays'
 device. The same code launches on CuPy arrays (GPU) and on NumPy arrays inside
@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import cuda
 
-THREADS = 256            # kernels/batchnorm.cu's reductions assume 256 (TINYSEG_REDUCE_THREADS)
+THREADS = 256            # at most kernels/batchnorm.cu's TINYSEG_REDUCE_THREADS (its shared-memory trees)
 MAX_BLOCKS = 4096
 MAX_PARTIAL_BLOCKS = 1024
 
@@ -26,9 +26,17 @@ def _grid(n):
     return min(cuda.blocks_for(n, THREADS), MAX_BLOCKS)
 
 
-def partial_blocks(values_per_channel, channels):
-    """B: blocks per channel — enough for ~4096 blocks in all, at most one per 256 values."""
-    return max(1, min(cuda.blocks_for(values_per_channel, THREADS), max(1, 4096 // channels), MAX_PARTIAL_BLOCKS))
+def reduce_threads(n):
+    """Threads of a reduction block over n values: 256, or the smallest power of two >= n."""
+    return min(THREADS, 1 << max(0, int(n) - 1).bit_length())
+
+
+def partial_grid(values_per_channel, channels):
+    """(B, threads): B blocks per channel, enough for ~4096 blocks in all, at most one per
+    ``threads`` values."""
+    threads = reduce_threads(values_per_channel)
+    blocks = max(1, min(cuda.blocks_for(values_per_channel, threads), max(1, 4096 // channels), MAX_PARTIAL_BLOCKS))
+    return blocks, threads
 
 
 def _layout(x):
@@ -39,7 +47,7 @@ def _layout(x):
 def _finish(partials, divisor, xp):
     rows, length = partials.shape
     out = xp.empty(rows, dtype=partials.dtype)
-    cuda.launch("batchnorm.cu", "channel_sums_finish", partials.dtype, rows, THREADS,
+    cuda.launch("batchnorm.cu", "channel_sums_finish", partials.dtype, rows, reduce_threads(length),
                 (partials, np.int64(length), partials.dtype.type(divisor), out))
     return out
 
@@ -48,12 +56,12 @@ def batch_statistics(x, xp):
     """(mean, biased variance), each (C,), by two deterministic passes over the contiguous x."""
     N, C, S = _layout(x)
     m = N * S
-    blocks = partial_blocks(m, C)
+    blocks, threads = partial_grid(m, C)
     partials = xp.empty((C, blocks), dtype=x.dtype)
     sizes = (np.int64(N), np.int64(C), np.int64(S))
-    cuda.launch("batchnorm.cu", "channel_sum_partials", x.dtype, (blocks, C), THREADS, (x, *sizes, partials))
+    cuda.launch("batchnorm.cu", "channel_sum_partials", x.dtype, (blocks, C), threads, (x, *sizes, partials))
     mean = _finish(partials, m, xp)
-    cuda.launch("batchnorm.cu", "channel_centred_square_partials", x.dtype, (blocks, C), THREADS,
+    cuda.launch("batchnorm.cu", "channel_centred_square_partials", x.dtype, (blocks, C), threads,
                 (x, mean, *sizes, partials))
     return mean, _finish(partials, m, xp)
 
@@ -72,9 +80,9 @@ def normalise(x, mean, scale, shift, xp):
 def backward_sums(g, x, mean, inv_std, xp):
     """(Σ dy, Σ dy · x̂), each (C,), in one deterministic pass over dy and x."""
     N, C, S = _layout(x)
-    blocks = partial_blocks(N * S, C)
+    blocks, threads = partial_grid(N * S, C)
     partials = xp.empty((2 * C, blocks), dtype=x.dtype)
-    cuda.launch("batchnorm.cu", "batch_norm_backward_partials", x.dtype, (blocks, C), THREADS,
+    cuda.launch("batchnorm.cu", "batch_norm_backward_partials", x.dtype, (blocks, C), threads,
                 (g, x, mean, inv_std, np.int64(N), np.int64(C), np.int64(S), partials))
     sums = _finish(partials, 1, xp)
     return sums[:C], sums[C:]
