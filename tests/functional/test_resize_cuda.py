@@ -164,3 +164,20 @@ def test_auto_runs_the_cuda_kernels_on_gpu_arrays(monkeypatch):
         "upsample_nearest_forward", "upsample_nearest_backward", "upsample_bilinear_forward",
         "upsample_bilinear_backward"]
     np.testing.assert_allclose(y, ref.upsample_bilinear(x, 2), rtol=0, atol=1e-13)
+
+
+def test_bilinear_tables_are_kept_per_gpu_device_and_fresh_on_the_cpu():
+    from types import SimpleNamespace
+
+    from tinyseg.functional import resize_kernels_cuda as gpu
+
+    device = SimpleNamespace(id=0)
+    fake_cupy = SimpleNamespace(cuda=SimpleNamespace(Device=lambda: device), array=np.array)
+    first = gpu._tables(fake_cupy, 3, 4, (2, 2), True, np.float32, False)
+    assert gpu._tables(fake_cupy, 3, 4, (2, 2), True, np.float32, False) is first
+    device.id = 1
+    assert gpu._tables(fake_cupy, 3, 4, (2, 2), True, np.float32, False) is not first
+    on_cpu = gpu._tables(np, 3, 4, (2, 2), True, np.float32, False)
+    assert on_cpu is not gpu._tables(np, 3, 4, (2, 2), True, np.float32, False)
+    assert all(a.flags.writeable for a in on_cpu if isinstance(a, np.ndarray))
+    gpu._DEVICE_TABLES.clear()

@@ -3,8 +3,9 @@
 One thread per element of each kernel's output (y in the forwards, dx in the backwards:
 the backwards are gathers, one writer per element, deterministic), blocks of THREADS
 threads in a grid-stride loop capped at MAX_BLOCKS blocks. Bilinear takes the gather
-tables of resize._gather_table (the non-zeros of A_h, A_w, or of their transposes),
-copied to the arrays' device at each call (a few KB). The same code launches on CuPy
+tables of resize._gather_table (the non-zeros of A_h, A_w, or of their transposes): a
+few KB, copied to a GPU once per shape and kept (a host-to-device copy per call would
+stall the stream), fresh copies in the emulation (whose guard bands write arguments back). The same code launches on CuPy
 arrays (GPU) and on NumPy arrays inside ``tinyseg.backend.cuda_emulation()``.
 """
 from __future__ import annotations
@@ -42,8 +43,31 @@ def nearest_backward(grad, scale, xp):
     return dx
 
 
+_DEVICE_TABLES: dict = {}
+_DEVICE_TABLES_MAX = 64
+
+
+def _gpu_device_id(xp):
+    """The current CuPy device's id, or None when ``xp`` is not CuPy."""
+    device = getattr(getattr(xp, "cuda", None), "Device", None)
+    return None if xp is np or device is None else device().id
+
+
 def _tables(xp, H, W, scale, align_corners, dtype, transposed):
     """(row sources, row weights, K, column sources, column weights, L) on the arrays' device."""
+    device = _gpu_device_id(xp)
+    key = (H, W, tuple(scale), bool(align_corners), np.dtype(dtype).str, transposed, device)
+    if device is not None and key in _DEVICE_TABLES:
+        return _DEVICE_TABLES[key]
+    tables = _build_tables(xp, H, W, scale, align_corners, dtype, transposed)
+    if device is not None:
+        if len(_DEVICE_TABLES) >= _DEVICE_TABLES_MAX:
+            _DEVICE_TABLES.clear()
+        _DEVICE_TABLES[key] = tables
+    return tables
+
+
+def _build_tables(xp, H, W, scale, align_corners, dtype, transposed):
     from .resize import _gather_table
 
     row_sources, row_weights = _gather_table(H, scale[0], align_corners, np.dtype(dtype), transposed)
