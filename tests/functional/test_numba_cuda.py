@@ -59,7 +59,8 @@ PRIMITIVE_CASES = [
     # (N, C, O, H, W), kernel, stride, ((top, bottom), (left, right)), dilation, dtype
     ((1, 3, 2, 9, 14), (2, 3), (3, 1), ((1, 0), (0, 1)), (1, 2), np.float64),   # everything asymmetric
     ((1, 2, 2, 11, 9), (3, 3), (1, 1), ((3, 3), (2, 2)), (1, 1), np.float64),   # padding beyond the kernel
-    ((1, 2, 9, 17, 18), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), np.float32),  # 2×2 tiles of 16, 2 groups of 8
+    ((1, 1, 9, 17, 10), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), np.float32),  # 2 tiles of 16, 2 groups of y
+    ((1, 9, 1, 6, 5), (5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1), np.float64),    # 2 groups of dx, 25 taps of dW
 ]
 
 
@@ -97,7 +98,7 @@ def test_primitives_match_their_definitions(case):
 def test_primitives_with_negative_padding_and_v1():
     # The flipped-kernel geometry of a stride-1 input gradient crops (negative padding):
     # forward and weight gradient there (input_grad_definition pads, it cannot crop);
-    # the v1 forward on the asymmetric case.
+    # then the v1 kernels on the asymmetric case.
     geometry, x, w, dy, dtype = _case(PRIMITIVE_CASES[1])
     flipped = conv._flipped_geometry(geometry)
     assert min(flipped.padding[0] + flipped.padding[1]) < 0
@@ -110,9 +111,9 @@ def test_primitives_with_negative_padding_and_v1():
 
 OP_CASES = [
     # (N, C, O, H, W), k, stride, padding, dilation
-    ((2, 3, 4, 9, 7), 3, 1, 1, 1),
-    ((1, 2, 3, 10, 11), 3, 2, 1, 1),
-    ((1, 2, 2, 12, 9), 3, 1, 2, 2),
+    ((2, 2, 3, 7, 6), 3, 1, 1, 1),
+    ((1, 2, 2, 9, 8), 3, 2, 1, 1),
+    ((1, 1, 2, 9, 8), 3, 1, 2, 2),
 ]
 
 
@@ -135,9 +136,9 @@ def _cpu_grads(op, x, w, b, upstream, **kwargs):
 
 
 @pytest.mark.parametrize("name,case,dtype", [
-    ("numba_cuda", OP_CASES[0], np.float32), ("numba_cuda", OP_CASES[0], np.float64),
-    ("numba_cuda", OP_CASES[1], np.float32), ("numba_cuda", OP_CASES[2], np.float64),
-    ("numba_cuda_v1", OP_CASES[1], np.float64), ("numba_cuda_v1", OP_CASES[2], np.float32),
+    ("numba_cuda", OP_CASES[0], np.float32), ("numba_cuda", OP_CASES[1], np.float64),
+    ("numba_cuda", OP_CASES[2], np.float32),
+    ("numba_cuda_v1", OP_CASES[0], np.float64), ("numba_cuda_v1", OP_CASES[1], np.float32),
 ], ids=lambda v: getattr(v, "__name__", str(v)))
 def test_conv2d_matches_reference(name, case, dtype):
     (N, C, O, H, W), k, s, p, d = case
@@ -154,12 +155,12 @@ def test_conv2d_matches_reference(name, case, dtype):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)
 
 
-@settings(max_examples=6, deadline=None)
-@given(N=st.integers(1, 2), C=st.integers(1, 2), O=st.integers(1, 9), H=st.integers(1, 12), W=st.integers(1, 12),
+@settings(max_examples=4, deadline=None)
+@given(N=st.integers(1, 2), C=st.integers(1, 2), O=st.integers(1, 3), H=st.integers(1, 12), W=st.integers(1, 12),
        k=st.integers(1, 3), stride=st.integers(1, 2), padding=st.integers(0, 2), dilation=st.integers(1, 2),
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
 def test_conv2d_any_shape_matches_reference(N, C, O, H, W, k, stride, padding, dilation, dtype, seed):
-    """Shapes drawn across the v2 tile sizes (4, 8, 16) and the group of 8 output channels."""
+    """Shapes drawn across the v2 tile sizes (4, 8, 16); channel groups: PRIMITIVE_CASES."""
     assume(dilation * (k - 1) + 1 <= min(H, W) + 2 * padding)
     kwargs = dict(stride=stride, padding=padding, dilation=dilation)
     rng = np.random.default_rng(seed)
@@ -191,7 +192,7 @@ def test_conv_transpose2d_matches_reference(shape, k, stride, padding, output_pa
         got = [kernel.get(y.data)] + [kernel.get(leaf.grad) for leaf in leaves]
         launched = [launch.kernel.split("[")[0] for launch in kernel.emulation.launches]
     # forward = input_grad, dX = forward, dW = weight_grad with the roles swapped
-    assert launched == ["conv2d_v1_input_grad", "conv2d_v2_forward", "conv2d_v1_weight_grad"]
+    assert launched == ["conv2d_v2_input_grad", "conv2d_v2_forward", "conv2d_v2_weight_grad"]
     tol = tolerance(dtype)
     np.testing.assert_allclose(got[0], expected, rtol=tol, atol=tol * 10)
     for g, want in zip(got[1:], _cpu_grads(F.conv_transpose2d, x, w, b, upstream, **kwargs)):
@@ -209,30 +210,43 @@ def test_conv2d_gradcheck_float64():
 
 def test_conv2d_launch_records():
     rng = np.random.default_rng(4)
-    x, w, b = rng.standard_normal((1, 2, 9, 10)), rng.standard_normal((3, 2, 3, 3)), rng.standard_normal(3)
-    upstream = rng.standard_normal((1, 3, 9, 10))
-    *_, launches = _conv2d_run("numba_cuda", *(a.astype(np.float32) for a in (x, w, b, upstream)), padding=1)
-    assert [launch.kernel for launch in launches] == [
-        "conv2d_v2_forward[float32]", "conv2d_v1_input_grad[float32]", "conv2d_v1_weight_grad[float32]"]
-    assert all(launch.where == WHERE for launch in launches)
-    forward, input_grad, weight_grad = launches
-    # v2: 16×16 threads (the 9×10 output is larger than one 8×8 tile), one group of 8 output channels;
-    # shared memory: an 18×18 input patch and 8·3·3 weights, 4 bytes each.
-    assert forward.grid == (1, 1, 1) and forward.block == (16, 16, 1)
-    assert forward.shared_mem == (18 * 18 + 8 * 9) * 4
+    arrays = [rng.standard_normal(shape).astype(np.float32) for shape in ((1, 2, 9, 10), (3, 2, 3, 3), (3,),
+                                                                           (1, 3, 9, 10))]
+    *_, v2 = _conv2d_run("numba_cuda", *arrays, padding=1)
+    *_, v1 = _conv2d_run("numba_cuda_v1", *arrays, padding=1)
+    assert [launch.kernel for launch in v2 + v1] == [
+        "conv2d_v2_forward[float32]", "conv2d_v2_input_grad[float32]", "conv2d_v2_weight_grad[float32]",
+        "conv2d_v1_forward[float32]", "conv2d_v1_input_grad[float32]", "conv2d_v1_weight_grad[float32]"]
+    assert all(launch.where == WHERE for launch in v2 + v1)
+    forward, input_grad, weight_grad = v2
+    # 16×16 threads (9×10 is larger than one 8×8 tile), one group of 8 channels; shared memory:
+    # an 18×18 patch (of x; of dy) and 8·3·3 weights, 4 bytes each.
+    for launch in (forward, input_grad):
+        assert launch.grid == (1, 1, 1) and launch.block == (16, 16, 1)
+        assert launch.shared_mem == (18 * 18 + 8 * 9) * 4
+    # One block per (c, o), 9 taps × threads partial sums.
+    threads = weight_grad.block[0]
+    assert weight_grad.grid == (2, 3, 1) and threads == (256 if gpu_present() else 32)
+    assert weight_grad.shared_mem == 9 * threads * 4
+    forward, input_grad, weight_grad = v1
+    assert forward.grid == (2, 1, 1) and forward.block == (256, 1, 1)               # 270 outputs
     assert input_grad.block == (192, 1, 1) and input_grad.threads >= 2 * 9 * 10     # 180 dx elements
     assert weight_grad.block == (64, 1, 1) and weight_grad.threads >= 3 * 2 * 9     # 54 dW elements
+    assert forward.shared_mem == input_grad.shared_mem == weight_grad.shared_mem == 0
 
 
 def test_v2_tile_choice_as_the_cuda_c_launcher():
     from tinyseg.functional import conv_kernels_cuda
     from tinyseg.functional import conv_kernels_numba_cuda as gpu
     kernel = (4, 4, 3, 3)
-    for size, dilation, itemsize in [(64, 1, 4), (9, 1, 4), (8, 1, 4), (5, 1, 8), (4, 1, 4), (2, 1, 8), (200, 8, 8)]:
-        geometry = _ConvGeometry.for_conv2d((size, size), (3, 3), (1, 1), ((dilation,) * 2,) * 2, (dilation,) * 2)
-        tile = gpu.v2_tile(geometry.output_size, kernel, geometry, itemsize)
-        assert tile == conv_kernels_cuda.ConvV2Kernel.tile(
-            *geometry.output_size, lambda t: gpu.v2_shared_memory_bytes(t, kernel, geometry, itemsize))
+    for size, stride, dilation, itemsize in [(64, 1, 1, 4), (9, 1, 1, 4), (8, 1, 1, 4), (5, 1, 1, 8),
+                                             (4, 1, 1, 4), (2, 1, 1, 8), (200, 1, 8, 8), (40, 2, 1, 4)]:
+        geometry = _ConvGeometry.for_conv2d((size, size), (3, 3), (stride, stride), ((dilation,) * 2,) * 2,
+                                            (dilation,) * 2)
+        for primitive, image in (("forward", geometry.output_size), ("input_grad", geometry.input_size)):
+            tile = gpu.v2_tile(image, kernel, geometry, itemsize, primitive)
+            assert tile == conv_kernels_cuda.ConvV2Kernel.tile(
+                *image, lambda t: gpu.v2_shared_memory_bytes(t, kernel, geometry, itemsize, primitive))
     huge = _ConvGeometry.for_conv2d((1000, 1000), (3, 3), (1, 1), ((0, 0), (0, 0)), (200, 200))
     assert gpu.v2_tile(huge.output_size, kernel, huge, 8) is None      # no tile fits in 48 KB: v1 runs it
 
@@ -246,30 +260,31 @@ def _cuda_c_conv_kernels():
 @pytest.mark.skipif(gpu_present() or not _cuda_c_conv_kernels(),
                     reason="needs the CUDA C conv kernels ('cuda_v1', 'cuda_v2') and no GPU (emulation)")
 def test_numba_cuda_and_emulated_cuda_c_agree():
-    """Numba's simulator (Python arithmetic) and the emulated CUDA C (g++, no FMA contraction) add
-    the same products in the same order wherever the algorithms match: v1 with v1 in all three
-    primitives, the v2 forwards; those give the same bits. (The CUDA C v2 gradients sum in
-    another order: equal to rounding.)"""
+    """Each Numba kernel against its CUDA C twin ("numba_cuda_v1" / "cuda_v1", "numba_cuda" /
+    "cuda_v2"). Numba's simulator (Python arithmetic) and the emulated CUDA C (g++, no FMA
+    contraction) add the same products in the same order, so they give the same bits — except
+    v2's weight gradient, whose reduction tree is 32 threads wide in the simulator (256 in
+    the CUDA C): equal to rounding."""
     rng = np.random.default_rng(5)
     x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((1, 2, 9, 10), (3, 2, 3, 3), (3,)))
     upstream = rng.standard_normal((1, 3, 5, 5)).astype(np.float32)
     kwargs = dict(stride=2, padding=1)
-    numba_v1 = _conv2d_run("numba_cuda_v1", x, w, b, upstream, **kwargs)[:4]
-    numba_v2 = _conv2d_run("numba_cuda", x, w, b, upstream, **kwargs)[:4]
-    for a, b_ in zip(numba_v1, numba_v2):
-        np.testing.assert_array_equal(a, b_)
-    for name in _cuda_c_conv_kernels():
-        y, dx, dw, db, launches = _conv2d_run(name, x, w, b, upstream, **kwargs)
-        version = name.split("_")[1]
-        assert [launch.kernel for launch in launches][0] == f"conv2d_{version}_forward<float>"
-        np.testing.assert_array_equal(y, numba_v1[0])
-        np.testing.assert_array_equal(db, numba_v1[3])
-        if version == "v1":
-            np.testing.assert_array_equal(dx, numba_v1[1])
-            np.testing.assert_array_equal(dw, numba_v1[2])
+    for numba_name, c_name in (("numba_cuda_v1", "cuda_v1"), ("numba_cuda", "cuda_v2")):
+        if c_name not in conv.CONV2D_KERNELS:
+            continue
+        *numba_results, numba_launches = _conv2d_run(numba_name, x, w, b, upstream, **kwargs)
+        *c_results, c_launches = _conv2d_run(c_name, x, w, b, upstream, **kwargs)
+        # The same kernels, by name: conv2d_v1_forward[float32] and conv2d_v1_forward<float>, ...
+        assert [launch.kernel.split("[")[0] for launch in numba_launches] == \
+            [launch.kernel.split("<")[0] for launch in c_launches]
+        y, dx, dw, db = numba_results
+        np.testing.assert_array_equal(y, c_results[0])
+        np.testing.assert_array_equal(dx, c_results[1])
+        np.testing.assert_array_equal(db, c_results[3])
+        if c_name == "cuda_v1":
+            np.testing.assert_array_equal(dw, c_results[2])
         else:
-            np.testing.assert_allclose(dx, numba_v1[1], rtol=1e-6, atol=1e-6)
-            np.testing.assert_allclose(dw, numba_v1[2], rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(dw, c_results[2], rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.skipif(gpu_present() or "cuda" not in pool.MAX_POOL2D_KERNELS,
@@ -398,18 +413,16 @@ _NO_SIMULATOR_SCRIPT = textwrap.dedent("""
     import tinyseg.cuda.numba_cuda as launcher
     launcher._cuda = cuda           # compile only: nothing is launched
     from tinyseg.functional import conv_kernels_numba_cuda as conv_k, pool_kernels_numba_cuda as pool_k
-    i64 = numba.int64
-    for T in (numba.float32, numba.float64):
-        A = T[:, :, :, ::1]
-        for kernel in (conv_k.conv2d_v1_forward, conv_k.conv2d_v2_forward, conv_k.conv2d_v1_input_grad,
-                       conv_k.conv2d_v1_weight_grad):
-            ptx, _ = cuda.compile_ptx(kernel.py_func, (A, A, A) + (i64,) * 6, cc=(8, 0))
-            assert (".f64" in ptx) == (T is numba.float64), kernel.py_func.__name__ + ": float64 in float32 code"
-        I = numba.uint8[:, :, :, ::1]
-        ptx, _ = cuda.compile_ptx(pool_k.max_pool2d_forward.py_func,
-                                  (A, A, I, numba.boolean) + (i64,) * 6 + (T,), cc=(8, 0))
-        assert (".f64" in ptx) == (T is numba.float64)
-        cuda.compile_ptx(pool_k.max_pool2d_backward.py_func, (A, I, A) + (i64,) * 6, cc=(8, 0))
+    # float32 (float64 is the same code with another T): no float64 arithmetic may creep in.
+    i64, A, I = numba.int64, numba.float32[:, :, :, ::1], numba.uint8[:, :, :, ::1]
+    for kernel in (conv_k.conv2d_v1_forward, conv_k.conv2d_v2_forward, conv_k.conv2d_v1_input_grad,
+                   conv_k.conv2d_v2_input_grad, conv_k.conv2d_v1_weight_grad, conv_k.conv2d_v2_weight_grad):
+        ptx, _ = cuda.compile_ptx(kernel.py_func, (A, A, A) + (i64,) * 6, cc=(8, 0))
+        assert ".f64" not in ptx, kernel.py_func.__name__ + ": float64 arithmetic in float32 code"
+    for kernel, signature in ((pool_k.max_pool2d_forward, (A, A, I, numba.boolean) + (i64,) * 6 + (numba.float32,)),
+                              (pool_k.max_pool2d_backward, (A, I, A) + (i64,) * 6)):
+        ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=(8, 0))
+        assert ".f64" not in ptx, kernel.py_func.__name__ + ": float64 arithmetic in float32 code"
     print("ptx ok")
 """)
 
@@ -421,3 +434,4 @@ def test_without_simulator_or_gpu_one_clear_error_and_ptx_compiles():
                             timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "clear error" in result.stdout
+    assert "ptx ok" in result.stdout or "no NVVM" in result.stdout

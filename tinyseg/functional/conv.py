@@ -445,10 +445,10 @@ NUMBA_IM2COL_MIN_BYTES = 12 * 2**20
 
 
 class NumbaCudaKernel:
-    """Numba CUDA kernels (conv_kernels_numba_cuda.py), the Python twins of kernels/conv2d_v*.cu:
-    forward v2 (shared-memory tiles of input and weights, 8 output channels per block),
-    input and weight gradients as v1-style gathers (one thread per element of dX, of dW:
-    deterministic, no atomics).
+    """Numba CUDA kernels (conv_kernels_numba_cuda.py), the Python twins of kernels/conv2d_v2_tiled.cu
+    ("cuda_v2"): forward and input gradient from shared-memory tiles (a patch plus the weights
+    of 8 channels per block), weight gradient one block per (o, c) with a fixed-order
+    reduction (deterministic, no atomics).
 
     Runs on CuPy arrays on a GPU, or on NumPy arrays in Numba's CUDA simulator
     (NUMBA_ENABLE_CUDASIM=1 set before start); imports numba.cuda on first use.
@@ -463,19 +463,20 @@ class NumbaCudaKernel:
         from . import conv_kernels_numba_cuda as gpu
         return gpu.forward(x, weight, geometry, cls.version)
 
-    @staticmethod
-    def weight_grad(x, grad, geometry):
+    @classmethod
+    def weight_grad(cls, x, grad, geometry):
         from . import conv_kernels_numba_cuda as gpu
-        return gpu.weight_grad(x, grad, geometry)
+        return gpu.weight_grad(x, grad, geometry, cls.version)
 
-    @staticmethod
-    def input_grad(grad, weight, geometry):
+    @classmethod
+    def input_grad(cls, grad, weight, geometry):
         from . import conv_kernels_numba_cuda as gpu
-        return gpu.input_grad(grad, weight, geometry)
+        return gpu.input_grad(grad, weight, geometry, cls.version)
 
 
 class NumbaCudaV1Kernel(NumbaCudaKernel):
-    """The same with the v1 forward: one thread per output element, straight from the definition."""
+    """The twins of kernels/conv2d_v1_naive.cu ("cuda_v1"): one thread per element of y, of dX
+    (a gather), of dW, straight from the definitions."""
 
     name = "numba_cuda_v1"
     version = "v1"

@@ -10,19 +10,23 @@ and geometry come from ``conv._ConvGeometry``: x (N, C, H, W), W (O, C, k_h, k_w
 (N, O, H', W') with the output size given explicitly (conv_transpose2d asks for fewer
 windows than fit), top/left padding only (the output size implies the rest).
 
-Two versions of the forward, the same algorithms as the CUDA C kernels, so the two can be
-read side by side:
+Two versions of each primitive, the same algorithms as the CUDA C kernels, so the two
+can be read side by side ("numba_cuda_v1" and "numba_cuda", the twins of "cuda_v1" and
+"cuda_v2"):
 
-* v1, kernels/conv2d_v1_naive.cu: one thread per output element, straight from the
-  definition; every multiply-add reads both operands from global memory (the caches).
-* v2, kernels/conv2d_v2_tiled.cu: a block computes a 16×16 tile of output pixels for a
-  group of 8 output channels; per input channel it stages the input patch (the tile
-  plus its halo) and the group's weights in shared memory, then every thread reads its
-  window from there, each value feeding 8 multiply-adds.
+* v1, kernels/conv2d_v1_naive.cu: one thread per element of y, of dx, of dW, straight
+  from the definitions; every multiply-add reads both operands from global memory (the
+  caches). The input gradient is a gather (each dx element finds the windows that read
+  it), so no thread ever adds into another's element.
+* v2, kernels/conv2d_v2_tiled.cu: the forward and the input gradient give a block a
+  16×16 tile of pixels for a group of 8 channels; per channel summed over, the block
+  stages the patch its tile reads (x with its halo, or dy) and the group's weights in
+  shared memory, and every value read from there feeds 8 multiply-adds. The weight
+  gradient gives each dW[o, c] a block whose threads split the N·H'·W' positions and
+  add their partial sums by a fixed tree in shared memory.
 
-The input and weight gradients are v1-style gathers (one thread per element of dx, of
-dW): every output element has one writer, which sums its terms in a fixed order, so
-there are no atomics and the results are the same bits on every run.
+Every output element has one writer that sums its terms in a fixed order: no atomics,
+the same bits on every run.
 
 The kernels take their types from their arguments: ``x.dtype.type(0)`` is T(0) and
 ``cuda.shared.array(0, dtype=x.dtype)`` is ``extern __shared__ T[]``, so Numba compiles
@@ -38,16 +42,20 @@ import numpy as np
 
 from .. import backend
 from ..cuda import blocks_for
-from ..cuda.numba_cuda import check_arrays, launch, numba_cuda
+from ..cuda.numba_cuda import check_arrays, launch, numba_cuda, simulated
 
 cuda = numba_cuda()
 
-THREADS = 256          # threads per block of the 1-D kernels (8 warps), as the CUDA C
+THREADS = 256          # threads per block of the 1-D kernels (8 warps), as the CUDA C; whole warps
+                       # only for problems smaller than one block (_flat_launch)
 MAX_BLOCKS = 4096      # grid cap of the 1-D kernels: larger problems loop (grid-stride)
-TILES = (16, 8, 4)     # v2: a block computes a tile×tile tile of output pixels, one per thread (see v2_tile)
+TILES = (16, 8, 4)     # v2: the sides of the square tiles of pixels, one per thread (see v2_tile)
 GROUP = 8              # v2: output channels per block, as V2_GROUP in kernels/conv2d_v2_tiled.cu
 SHARED_MEMORY_LIMIT = 48 * 1024    # bytes of shared memory a block may ask for without opting in
-MAX_GRID_Z = 65535     # the most blocks a grid may have along z
+MAX_GRID_Z = 65535     # the most blocks a grid may have along y or z
+TAPS = 9               # v2 weight gradient: taps accumulated in registers per pass (V2_TAPS in the CUDA C)
+REDUCE_THREADS = 256   # v2 weight gradient: threads per block on a GPU (V2_REDUCE_THREADS in the CUDA C)
+SIMULATOR_REDUCE_THREADS = 32      # ... and in Numba's simulator (see reduce_threads)
 
 
 # ---------------------------------------------------------------------------------------
@@ -171,7 +179,7 @@ def conv2d_v2_forward(x, weight, y, sh, sw, ph, pw, dh, dw):
 
 
 # ---------------------------------------------------------------------------------------
-# Input gradient (kernels/conv2d_v1_naive.cu, conv2d_v1_input_grad): a gather.
+# Input gradient v1 (kernels/conv2d_v1_naive.cu, conv2d_v1_input_grad): a gather.
 #
 # Thread/block mapping: one thread per dx[n,c,h,w], w fastest, 256-thread blocks,
 # grid-stride. For each tap (u, v) the thread finds the one window that read x[n,c,h,w]
@@ -214,7 +222,85 @@ def conv2d_v1_input_grad(dy, weight, dx, sh, sw, ph, pw, dh, dw):
 
 
 # ---------------------------------------------------------------------------------------
-# Weight gradient (kernels/conv2d_v1_naive.cu, conv2d_v1_weight_grad): a gather.
+# Input gradient v2 (kernels/conv2d_v2_tiled.cu, conv2d_v2_input_grad): the tiled gather.
+#
+# Thread/block mapping: a block of TW×TH threads (tile as the forward's, from dx's size)
+# owns the dx tile h ∈ [h0, h0+TH), w ∈ [w0, w0+TW) of the input channels
+# [c0, c0+GROUP) of sample n: blockIdx = (w tile, h tile, n·groups + group); thread
+# (tx, ty) owns pixel (h0+ty, w0+tx) and GROUP accumulators.
+#
+# Which dy does the tile read? Pixel h receives dy row i through tap u when
+# h + p_top − d_h·u = s_h·i. Over the tile and all taps, i runs from
+# i_lo = ⌈(h0 + p_top − d_h·(k_h−1)) / s_h⌉ to ⌊(h0 + TH − 1 + p_top) / s_h⌋: at most
+# PH = (TH − 1 + d_h·(k_h−1)) // s_h + 1 rows (likewise columns). Per output channel o
+# the block stages that dy patch (zeros outside dy) and W[o, c0:c0+GROUP] in shared
+# memory; then each thread walks its taps, and a tap whose offset is a multiple of the
+# stride reads patch[i − i_lo][j − j_lo] once for GROUP multiply-adds.
+#
+# Memory access: patch loads coalesce along j; at stride 1 a half-warp reads 16
+# consecutive words, at stride 2 neighbouring threads share a word (a broadcast);
+# weight reads are warp-wide broadcasts. With stride > 1 a fraction 1 − 1/(s_h·s_w) of
+# the (pixel, tap) pairs is skipped, divergent by parity within a warp.
+#
+# Arithmetic intensity: as the v2 forward (~23 FLOP/byte from global memory for 3×3 at
+# stride 1), bound by issuing shared-memory loads.
+@cuda.jit
+def conv2d_v2_input_grad(dy, weight, dx, sh, sw, ph, pw, dh, dw):
+    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    O, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
+    Ho, Wo = dy.shape[2], dy.shape[3]
+    TW, TH = cuda.blockDim.x, cuda.blockDim.y
+    PH = (TH - 1 + dh * (kh - 1)) // sh + 1
+    PW = (TW - 1 + dw * (kw - 1)) // sw + 1
+    taps = kh * kw
+    shared = cuda.shared.array(0, dtype=dy.dtype)
+    patch = shared[:PH * PW]                                 # [PH][PW] of dy
+    weights = shared[PH * PW:PH * PW + GROUP * taps]         # [GROUP][k_h·k_w]
+
+    groups = (C + GROUP - 1) // GROUP
+    n, c0 = cuda.blockIdx.z // groups, (cuda.blockIdx.z % groups) * GROUP
+    h0, w0 = cuda.blockIdx.y * TH, cuda.blockIdx.x * TW
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    tid, threads = ty * TW + tx, TW * TH
+    # (// is floor division, also for negative numerators: i_lo = ⌈(h0 + p_top − d_h·(k_h−1)) / s_h⌉)
+    i_lo = (h0 + ph - dh * (kh - 1) + sh - 1) // sh
+    j_lo = (w0 + pw - dw * (kw - 1) + sw - 1) // sw
+    h, w = h0 + ty, w0 + tx
+    zero = dy.dtype.type(0)
+
+    acc = cuda.local.array(GROUP, dtype=dy.dtype)
+    for g in range(GROUP):
+        acc[g] = zero
+    for o in range(O):
+        for e in range(tid, PH * PW, threads):
+            i, j = i_lo + e // PW, j_lo + e % PW
+            patch[e] = dy[n, o, i, j] if 0 <= i < Ho and 0 <= j < Wo else zero
+        for e in range(tid, GROUP * taps, threads):
+            c, tap = c0 + e // taps, e % taps
+            weights[e] = weight[o, c, tap // kw, tap % kw] if c < C else zero
+        cuda.syncthreads()
+        for u in range(kh):
+            row = h + ph - dh * u
+            i = row // sh
+            if i * sh != row:                        # no window reads h through tap u
+                continue
+            for v in range(kw):
+                column = w + pw - dw * v
+                j = column // sw
+                if j * sw != column:
+                    continue
+                value = patch[(i - i_lo) * PW + (j - j_lo)]
+                for g in range(GROUP):
+                    acc[g] += weights[g * taps + u * kw + v] * value
+        cuda.syncthreads()
+    if h < H and w < W:
+        for g in range(GROUP):
+            if c0 + g < C:
+                dx[n, c0 + g, h, w] = acc[g]
+
+
+# ---------------------------------------------------------------------------------------
+# Weight gradient v1 (kernels/conv2d_v1_naive.cu, conv2d_v1_weight_grad): a gather.
 #
 # Thread/block mapping: one thread per dW[o,c,u,v] (v fastest), 256-thread blocks,
 # grid-stride; each thread sums N·H'·W' products in a serial loop over (n, i, j).
@@ -252,6 +338,67 @@ def conv2d_v1_weight_grad(x, dy, dweight, sh, sw, ph, pw, dh, dw):
         dweight[o, c, u, v] = acc
 
 
+# ---------------------------------------------------------------------------------------
+# Weight gradient v2 (kernels/conv2d_v2_tiled.cu, conv2d_v2_weight_grad): one block per
+# (o, c) and a reduction in shared memory.
+#
+# Thread/block mapping: blockIdx = (c, o), a power-of-two number of threads in x (256 on
+# a GPU, as the CUDA C; see REDUCE_THREADS). Thread t takes the positions p = t, t+T, …
+# of the N·H'·W' output positions, p = (n·H' + i)·W' + j, and for TAPS taps at a time
+# accumulates dy[n,o,i,j] · x[n,c, s_h·i+d_h·u−p_top, s_w·j+d_w·v−p_left] in registers (a
+# 3×3 kernel in one pass over the data). Then the block adds its T partials per tap by a
+# tree in shared memory (partial[k][t] += partial[k][t + s] for s = T/2, …, 1), always in
+# the same order: deterministic, no atomics, and O·C blocks instead of v1's O·C·k_h·k_w
+# threads with long serial loops.
+#
+# Memory access: consecutive threads take consecutive positions: dy reads coalesce, x
+# reads coalesce at stride 1 (the taps re-read the same lines from L1). Shared memory:
+# TAPS × T partials (18 KB in float64 for T = 256), read in the tree with consecutive
+# threads on consecutive words (no bank conflicts).
+#
+# Arithmetic intensity: 2 FLOP per x load (dy loaded once per TAPS taps) from L1/L2,
+# ~0.5 FLOP/byte in float32 at the cache level: bound by L1/L2 load throughput.
+@cuda.jit
+def conv2d_v2_weight_grad(x, dy, dweight, sh, sw, ph, pw, dh, dw):
+    N, C, H, W = x.shape
+    O, kh, kw = dweight.shape[0], dweight.shape[2], dweight.shape[3]
+    Ho, Wo = dy.shape[2], dy.shape[3]
+    c, o, t = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
+    threads = cuda.blockDim.x
+    taps = kh * kw
+    positions = N * Ho * Wo
+    partial = cuda.shared.array(0, dtype=x.dtype)          # [TAPS][threads]
+    acc = cuda.local.array(TAPS, dtype=x.dtype)
+    for first in range(0, taps, TAPS):
+        for k in range(TAPS):
+            acc[k] = x.dtype.type(0)
+        for p in range(t, positions, threads):
+            j = p % Wo
+            i = (p // Wo) % Ho
+            n = p // (Wo * Ho)
+            grad = dy[n, o, i, j]
+            for k in range(TAPS):
+                if first + k >= taps:
+                    break
+                u, v = (first + k) // kw, (first + k) % kw
+                h, w = sh * i + dh * u - ph, sw * j + dw * v - pw
+                if 0 <= h < H and 0 <= w < W:
+                    acc[k] += grad * x[n, c, h, w]
+        for k in range(TAPS):
+            partial[k * threads + t] = acc[k]
+        cuda.syncthreads()
+        stride = threads // 2
+        while stride > 0:
+            if t < stride:
+                for k in range(TAPS):
+                    partial[k * threads + t] += partial[k * threads + t + stride]
+            cuda.syncthreads()
+            stride //= 2
+        if t < TAPS and first + t < taps:
+            dweight[o, c, (first + t) // kw, (first + t) % kw] = partial[t * threads]
+        cuda.syncthreads()                           # partial is rewritten by the next pass
+
+
 # ----- launch code: grid and block sizes, output arrays
 
 def _geometry_arguments(geometry):
@@ -271,75 +418,100 @@ def _name(kernel, dtype):
     return f"{kernel}[{np.dtype(dtype).name}]"
 
 
-def v2_shared_memory_bytes(tile, weight_shape, geometry, itemsize):
-    """Bytes of the v2 forward's shared memory for a tile×tile block: the input patch, then GROUP·k_h·k_w weights."""
+def v2_shared_memory_bytes(tile, weight_shape, geometry, itemsize, primitive="forward"):
+    """Bytes of shared memory of a tile×tile block of the v2 forward or input gradient: the
+    patch it stages (of x for the forward, of dy for the input gradient), then GROUP·k_h·k_w weights."""
     (kh, kw), (sh, sw), (dh, dw) = weight_shape[2:], geometry.stride, geometry.dilation
-    patch_h = (tile - 1) * sh + dh * (kh - 1) + 1
-    patch_w = (tile - 1) * sw + dw * (kw - 1) + 1
-    return (patch_h * patch_w + GROUP * kh * kw) * itemsize
+    if primitive == "forward":
+        patch = ((tile - 1) * sh + dh * (kh - 1) + 1) * ((tile - 1) * sw + dw * (kw - 1) + 1)
+    else:
+        patch = ((tile - 1 + dh * (kh - 1)) // sh + 1) * ((tile - 1 + dw * (kw - 1)) // sw + 1)
+    return (patch + GROUP * kh * kw) * itemsize
 
 
-def v2_tile(output_size, weight_shape, geometry, itemsize):
-    """The v2 forward's square tile, as the CUDA C launcher picks it; None: use v1.
+def v2_tile(size, weight_shape, geometry, itemsize, primitive="forward"):
+    """The square tile of the v2 forward (``size`` = y's H', W') or input gradient (dx's H, W),
+    as the CUDA C launcher picks it; None: use v1.
 
-    16, or 8 for outputs of at most 8×8 (a 16×16 block would leave three quarters of its
-    threads idle), or 4 for outputs of at most 4×4; a smaller one where the tile's patch
+    16, or 8 for images of at most 8×8 (a 16×16 block would leave three quarters of its
+    threads idle), or 4 for images of at most 4×4; a smaller one where the tile's patch
     would exceed SHARED_MEMORY_LIMIT; None where even a 4×4 tile's would (a huge stride
     or dilation: the CUDA C launcher refuses those, here v1 runs them).
     """
     for tile in TILES:
-        if tile > TILES[-1] and max(output_size) <= tile // 2:
+        if tile > TILES[-1] and max(size) <= tile // 2:
             continue
-        if v2_shared_memory_bytes(tile, weight_shape, geometry, itemsize) <= SHARED_MEMORY_LIMIT:
+        if v2_shared_memory_bytes(tile, weight_shape, geometry, itemsize, primitive) <= SHARED_MEMORY_LIMIT:
             return tile
     return None
 
 
-def forward(x, weight, geometry, version="v2"):
-    """y = conv2d(x, W): (N, C, H, W), (O, C, k_h, k_w) -> (N, O, H', W'), by the v1 or v2 kernel.
+def _launch_tiled(name, kernel, a, weight, out, channels, tile, shared_mem, geometry):
+    """Launch a v2 tiled kernel over ``out`` (N, channels, H, W): one block per (tile, sample,
+    group of GROUP channels); samples split across launches where the blocks exceed gridDim.z."""
+    N, H, W = out.shape[0], out.shape[2], out.shape[3]
+    groups = blocks_for(channels, GROUP)
+    samples_per_launch = MAX_GRID_Z // groups
+    for n0 in range(0, N, samples_per_launch):
+        n1 = min(N, n0 + samples_per_launch)
+        launch(name, kernel, (blocks_for(W, tile), blocks_for(H, tile), (n1 - n0) * groups), (tile, tile),
+               (a[n0:n1], weight, out[n0:n1]) + _geometry_arguments(geometry), shared_mem)
 
-    v2 launches one block per (tile, sample, group of GROUP output channels); where the
-    blocks of all samples exceed gridDim.z (MAX_GRID_Z), the samples are split across
-    launches, as the CUDA C launcher does.
-    """
+
+def forward(x, weight, geometry, version="v2"):
+    """y = conv2d(x, W): (N, C, H, W), (O, C, k_h, k_w) -> (N, O, H', W'), by the v1 or v2 kernel."""
     xp = backend.get_array_module(x, weight)
     x, weight = xp.ascontiguousarray(x), xp.ascontiguousarray(weight)
     check_arrays("conv2d", x, weight)
     (N, O), (Ho, Wo) = (x.shape[0], weight.shape[0]), geometry.output_size
     y = xp.empty((N, O, Ho, Wo), dtype=x.dtype)
     tile = v2_tile(geometry.output_size, weight.shape, geometry, x.itemsize)
-    groups = blocks_for(O, GROUP)
-    if version == "v1" or tile is None or groups > MAX_GRID_Z:
+    if version == "v1" or tile is None or blocks_for(O, GROUP) > MAX_GRID_Z:
         launch(_name("conv2d_v1_forward", x.dtype), conv2d_v1_forward, *_flat_launch(y.size),
                (x, weight, y) + _geometry_arguments(geometry))
-        return y
-    samples_per_launch = MAX_GRID_Z // groups
-    for n0 in range(0, N, samples_per_launch):
-        n1 = min(N, n0 + samples_per_launch)
-        launch(_name("conv2d_v2_forward", x.dtype), conv2d_v2_forward,
-               (blocks_for(Wo, tile), blocks_for(Ho, tile), (n1 - n0) * groups), (tile, tile),
-               (x[n0:n1], weight, y[n0:n1]) + _geometry_arguments(geometry),
-               v2_shared_memory_bytes(tile, weight.shape, geometry, x.itemsize))
+    else:
+        _launch_tiled(_name("conv2d_v2_forward", x.dtype), conv2d_v2_forward, x, weight, y, O, tile,
+                      v2_shared_memory_bytes(tile, weight.shape, geometry, x.itemsize), geometry)
     return y
 
 
-def input_grad(grad, weight, geometry):
+def input_grad(grad, weight, geometry, version="v2"):
     """dX of y = conv2d(x, W), given dY (N, O, H', W') and W (O, C, k_h, k_w): -> (N, C, H, W)."""
     xp = backend.get_array_module(grad, weight)
     grad, weight = xp.ascontiguousarray(grad), xp.ascontiguousarray(weight)
     check_arrays("conv2d", grad, weight)
-    dx = xp.empty((grad.shape[0], weight.shape[1]) + tuple(geometry.input_size), dtype=grad.dtype)
-    launch(_name("conv2d_v1_input_grad", grad.dtype), conv2d_v1_input_grad, *_flat_launch(dx.size),
-           (grad, weight, dx) + _geometry_arguments(geometry))
+    C = weight.shape[1]
+    dx = xp.empty((grad.shape[0], C) + tuple(geometry.input_size), dtype=grad.dtype)
+    tile = v2_tile(geometry.input_size, weight.shape, geometry, grad.itemsize, "input_grad")
+    if version == "v1" or tile is None or blocks_for(C, GROUP) > MAX_GRID_Z:
+        launch(_name("conv2d_v1_input_grad", grad.dtype), conv2d_v1_input_grad, *_flat_launch(dx.size),
+               (grad, weight, dx) + _geometry_arguments(geometry))
+    else:
+        _launch_tiled(_name("conv2d_v2_input_grad", grad.dtype), conv2d_v2_input_grad, grad, weight, dx, C, tile,
+                      v2_shared_memory_bytes(tile, weight.shape, geometry, grad.itemsize, "input_grad"), geometry)
     return dx
 
 
-def weight_grad(x, grad, geometry):
+def weight_grad(x, grad, geometry, version="v2"):
     """dW[o,c,u,v] = Σ_{n,i,j} dY[n,o,i,j] · x_pad[n,c, s·i+d·u, s·j+d·v]: -> (O, C, k_h, k_w)."""
     xp = backend.get_array_module(x, grad)
     x, grad = xp.ascontiguousarray(x), xp.ascontiguousarray(grad)
     check_arrays("conv2d", x, grad)
-    dweight = xp.empty((grad.shape[1], x.shape[1]) + tuple(geometry.kernel), dtype=x.dtype)
-    launch(_name("conv2d_v1_weight_grad", x.dtype), conv2d_v1_weight_grad, *_flat_launch(dweight.size),
-           (x, grad, dweight) + _geometry_arguments(geometry))
+    O, C = grad.shape[1], x.shape[1]
+    dweight = xp.empty((O, C) + tuple(geometry.kernel), dtype=x.dtype)
+    args = (x, grad, dweight) + _geometry_arguments(geometry)
+    if version == "v1" or O > MAX_GRID_Z:
+        launch(_name("conv2d_v1_weight_grad", x.dtype), conv2d_v1_weight_grad, *_flat_launch(dweight.size), args)
+    else:
+        threads = reduce_threads()
+        launch(_name("conv2d_v2_weight_grad", x.dtype), conv2d_v2_weight_grad, (C, O), threads, args,
+               TAPS * threads * x.itemsize)
     return dweight
+
+
+def reduce_threads():
+    """Threads per block of the v2 weight gradient: REDUCE_THREADS on a GPU; in Numba's simulator,
+    where every thread is a Python thread and each syncthreads() a barrier among them,
+    SIMULATOR_REDUCE_THREADS (any power of two gives the same sums up to rounding: only the
+    shape of the fixed reduction tree changes)."""
+    return SIMULATOR_REDUCE_THREADS if simulated() else REDUCE_THREADS
