@@ -58,9 +58,10 @@ __device__ __forceinline__ int v2_floor_div(int a, int b) { return a >= 0 ? a / 
 // (a broadcast, no conflict).
 //
 // Arithmetic intensity: per (channel, tap) a thread does V2_GROUP FMAs for 1 patch load
-// plus V2_GROUP broadcast weight loads; from DRAM each block reads PH·PW + 8·kh·kw values
-// per channel for TH·TW·8·kh·kw FMAs (~110 FLOP/byte float32 for 3×3): far right of the
-// H200's ridge (~14 FLOP/byte), so not HBM-bound but shared-memory-issue-bound.
+// plus V2_GROUP broadcast weight loads; from global memory each block reads PH·PW + 8·kh·kw
+// values per channel for TH·TW·8·kh·kw FMAs (396 values for 18,432 FMAs with 16×16 tiles
+// and 3×3: ~23 FLOP/byte float32, ~12 double), right of the H200's FP32 ridge (~14
+// FLOP/byte) and mostly served by L2 anyway: not HBM-bound but shared-memory-issue-bound.
 template <typename T>
 __global__ void conv2d_v2_forward(const T* __restrict__ x, const T* __restrict__ weight, T* __restrict__ y,
                                   int N, int C, int H, int W, int O, int Ho, int Wo, int kh, int kw,

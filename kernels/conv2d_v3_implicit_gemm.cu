@@ -51,8 +51,9 @@
 //
 // Arithmetic intensity: per block step, 2·64·64·8 FLOP for 2·64·8 loaded values:
 // 64 FLOP per value (16 FLOP/byte float32, 8 double) from L2/DRAM — above the H200's
-// FP32 ridge (67 TFLOP/s / 4.8 TB/s ≈ 14 FLOP/byte) and far above the FP64 one (~7):
-// the kernel is compute-bound (FP32 non-tensor roof, 67 TFLOP/s; FP64 34 TFLOP/s). What
+// FP32 ridge (67 TFLOP/s / 4.8 TB/s ≈ 14 FLOP/byte) and its FP64 one (34 / 4.8 ≈ 7), and
+// most of those loads hit L2 (neighbouring blocks share their A or B tiles): the kernel
+// is compute-bound (FP32 non-tensor roof, 67 TFLOP/s; FP64 34 TFLOP/s). What
 // it actually reaches is limited by the instruction mix: the index arithmetic of the
 // implicit operands (integer divisions per load) and the two barriers per 8-deep step.
 //
