@@ -398,6 +398,11 @@ def _gradcheck(args) -> int:
 
 def _bench(args) -> int:
     from . import bench
+    if args.bench_device or args.quick:
+        from . import bench_gpu
+        bench_gpu.run(device=args.bench_device or "cpu", quick=args.quick, out_dir=args.out,
+                      cpu_kernels=args.cpu_kernels)
+        return 0
     if args.layers:
         bench.run_layers(configs=args.configs, repeats=args.repeats, threads=args.threads, out_dir=args.out)
     else:
@@ -493,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("gradcheck", help="check every op's backward against finite differences")
     p.set_defaults(handler=_gradcheck)
 
-    p = commands.add_parser("bench", help="time the reference U-Net against PyTorch (when installed)")
+    p = commands.add_parser("bench", help="time the reference U-Net against PyTorch (when installed); "
+                                          "--device cpu|cuda: every kernel of every op, and a step")
     p.add_argument("--configs", nargs="+", default=None, help="B16-b4-128 B32-b2-256 B64-b1-256")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=5)
@@ -502,6 +508,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", action="store_true", help="per-layer conv timings of every kernel instead")
     p.add_argument("--kernel", default=None, help="tinyseg's conv2d kernel (default: auto)")
     p.add_argument("--block-mb", type=float, default=None, help="conv work-block size in MB (default: 32)")
+    # dest is not "device": without a GPU, `bench --device cuda` says so and runs the CPU part
+    # (main() would stop every other command with --device cuda there).
+    p.add_argument("--device", dest="bench_device", choices=["cpu", "cuda"], default=None,
+                   help="every kernel of every op on the U-Net's shapes and a training step, on this device "
+                        "(tables, JSON, roofline chart in --out; docs/gpu.md)")
+    p.add_argument("--quick", action="store_true", help="with --device: tiny shapes, few repeats")
+    p.add_argument("--cpu-kernels", choices=["all", "default"], default=None,
+                   help="with --device cuda: time every CPU kernel too (default: the reference and default ones)")
     p.set_defaults(handler=_bench)
     return parser
 

@@ -26,6 +26,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
@@ -287,6 +288,99 @@ def plot_benchmark(rows, path=None) -> Figure:
     ax.legend(loc="lower right")
     fig.tight_layout()
     return _save(fig, path, dpi=120)
+
+
+_OP_MARKERS = {"conv2d": "o", "max_pool2d": "v", "avg_pool2d": "^", "upsample_nearest": "<",
+               "upsample_bilinear": ">", "relu": "s", "bce_with_logits": "D", "adam": "P"}
+
+
+def plot_roofline(points, peaks, path=None, title="roofline") -> Figure:
+    """Each kernel a point under its device's roofs: arithmetic intensity against achieved GFLOP/s, log-log.
+
+    points  dicts with ``kernel``, ``where`` ("cpu", "gpu", "emulation"), ``op``,
+            ``primitive``, ``intensity`` (FLOP/byte) and ``gflops`` (tinyseg.bench_gpu's
+            ``roofline_points``: one per kernel and op primitive, all shapes together).
+    peaks   {"gpu": Peaks, "cpu": Peaks} (either may be missing or unknown): each drawn as
+            min(peak FLOP/s, intensity × bandwidth), the GPU's solid, the CPU's dashed,
+            with the ridge point (where the two roofs meet) marked.
+    Colour: the kernel; marker: the op (filled: GPU, hollow: CPU). Writes a PNG if ``path``.
+    """
+    points = [p for p in points if p.get("gflops", 0) > 0 and 0 < p.get("intensity", 0) < math.inf]
+    fig = _new_figure(figsize=(9, 6))
+    ax = fig.subplots()
+    intensities = [p["intensity"] for p in points] or [1.0]
+    low, high = min(intensities + [0.05]) / 2, max(intensities + [50.0]) * 2
+    x = np.geomspace(low, high, 200)
+    for where, style in (("gpu", "-"), ("cpu", "--")):
+        peak = peaks.get(where)
+        if peak is None or not getattr(peak, "known", False):
+            continue
+        roof = np.minimum(peak.fp32_gflops, x * peak.bandwidth_gbs)
+        ax.plot(x, roof, style, color="0.25", lw=1.5,
+                label=f"{where.upper()} roof: {peak.fp32_gflops:,.0f} GFLOP/s FP32, {peak.bandwidth_gbs:,.0f} GB/s")
+        ridge = peak.fp32_gflops / peak.bandwidth_gbs
+        ax.axvline(ridge, color="0.6", ls=":", lw=1)
+        ax.annotate(f"ridge {ridge:.1f} FLOP/B", (ridge, peak.fp32_gflops), textcoords="offset points",
+                    xytext=(4, -12), fontsize=7, color="0.4")
+    kernels = list(dict.fromkeys((p["kernel"], p["where"]) for p in points))
+    colors = {k: colormaps["tab20"](i % 20) for i, k in enumerate(kernels)}
+    for p in points:
+        color = colors[(p["kernel"], p["where"])]
+        filled = p["where"] != "cpu"
+        ax.scatter(p["intensity"], p["gflops"], marker=_OP_MARKERS.get(p["op"], "o"), s=42,
+                   facecolors=color if filled else "none", edgecolors=color, linewidths=1.3, zorder=3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(low, high)
+    ax.set_xlabel("arithmetic intensity (FLOP / byte of compulsory memory traffic)")
+    ax.set_ylabel("achieved GFLOP/s")
+    ax.set_title(title)
+    ax.grid(which="both", alpha=0.25)
+    handles = [Patch(color=colors[k], label=f"{k[0]} ({k[1]})") for k in kernels]
+    handles += [Line2D([], [], marker=m, ls="", color="0.3", label=op) for op, m in _OP_MARKERS.items()
+                if any(p["op"] == op for p in points)]
+    roof_legend = ax.legend(loc="lower right", fontsize=7)
+    ax.add_artist(roof_legend)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7,
+              title="kernel (where) / op", title_fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path, dpi=120)
+
+
+def plot_thread_map(owner, path=None, title="which thread computes each output", block_of=None,
+                    labels=None) -> Figure:
+    """A 2-D map of who computed each output element: colour by block, the thread number written in.
+
+    owner     (H, W) int array: the global thread index that wrote each output (-1: none).
+    block_of  (H, W) int array: the block of that thread (colour); default: one colour per owner.
+    labels    (H, W) array of strings written in the cells (default: the owner).
+    Used by docs/img/gen_gpu_pictures.py, which records owners by running a kernel under
+    ``cuda_emulation()`` with an output that stores thread indices.
+    """
+    owner = np.asarray(owner)
+    colour_key = np.asarray(block_of) if block_of is not None else owner
+    H, W = owner.shape
+    fig = _new_figure(figsize=(0.42 * W + 1.2, 0.42 * H + 0.9))
+    ax = fig.subplots()
+    distinct = {v: i for i, v in enumerate(sorted(set(colour_key.ravel().tolist())))}
+    palette = colormaps["tab20"]
+    picture = np.ones((H, W, 3))
+    for (i, j), v in np.ndenumerate(colour_key):
+        if owner[i, j] >= 0:
+            picture[i, j] = palette(distinct[v] % 20)[:3]
+    ax.imshow(picture, interpolation="nearest")
+    text = labels if labels is not None else owner.astype(str)
+    for (i, j), value in np.ndenumerate(owner):
+        if value >= 0:
+            ax.text(j, i, str(text[i, j]), ha="center", va="center", fontsize=6.5 if W > 12 else 8)
+    ax.set_xticks(range(W))
+    ax.set_yticks(range(H))
+    ax.tick_params(labelsize=6)
+    ax.set_xlabel("output column j")
+    ax.set_ylabel("output row i")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path, dpi=110)
 
 
 # ---------------------------------------------------------------------------------------
