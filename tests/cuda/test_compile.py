@@ -42,3 +42,49 @@ def test_emulation_builds_every_source(source):
     module = EmulatedModule(source, cuda.name_expressions(source))
     for name in module.name_expressions:
         assert module.get_function(name).parameters
+
+
+# ----- NVRTC, the compiler CuPy's RawModule uses on a GPU machine
+
+def _nvrtc():
+    """libnvrtc from the nvidia-cuda-nvrtc wheel (the dev extra, on Linux x86-64), or None."""
+    import ctypes
+    try:
+        import nvidia.cuda_nvrtc
+    except ImportError:
+        return None
+    for folder in nvidia.cuda_nvrtc.__path__:
+        for library in sorted((__import__("pathlib").Path(folder) / "lib").glob("libnvrtc.so*")):
+            return ctypes.CDLL(str(library))
+    return None
+
+
+NVRTC = _nvrtc()
+
+
+@pytest.mark.skipif(NVRTC is None, reason="NVRTC is not installed (pip install nvidia-cuda-nvrtc-cu12): "
+                                          "the sources are not compiled as CuPy compiles them")
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("source", SOURCES, ids=[s.name for s in SOURCES])
+def test_nvrtc_compiles_every_kernel_as_cupy_does(source, arch):
+    """The RawModule path: the source text, CuPy's options, one name expression per kernel."""
+    import ctypes
+    program = ctypes.c_void_p()
+    text = source.read_text().encode()
+    assert NVRTC.nvrtcCreateProgram(ctypes.byref(program), text, source.name.encode(), 0, None, None) == 0
+    expressions = cuda.name_expressions(source)
+    for expression in expressions:
+        assert NVRTC.nvrtcAddNameExpression(program, expression.encode()) == 0
+    options = [b"-std=c++17", f"-I{source.parent}".encode(), f"--gpu-architecture={arch}".encode()]
+    status = NVRTC.nvrtcCompileProgram(program, len(options), (ctypes.c_char_p * len(options))(*options))
+    size = ctypes.c_size_t()
+    NVRTC.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    NVRTC.nvrtcGetProgramLog(program, log)
+    assert status == 0, f"NVRTC {arch} {source.name}:\n{log.value.decode()}"
+    assert "warning" not in log.value.decode().lower(), log.value.decode()
+    for expression in expressions:
+        lowered = ctypes.c_char_p()
+        assert NVRTC.nvrtcGetLoweredName(program, expression.encode(), ctypes.byref(lowered)) == 0
+        assert lowered.value, expression
+    NVRTC.nvrtcDestroyProgram(ctypes.byref(program))
