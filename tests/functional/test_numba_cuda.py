@@ -19,6 +19,7 @@ import textwrap
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
+from numba import cuda
 from hypothesis import strategies as st
 
 import tinyseg as ts
@@ -44,6 +45,44 @@ def _numba_cuda_usable():
 pytestmark = pytest.mark.skipif(not _numba_cuda_usable(),
                                 reason="numba.cuda needs a GPU or NUMBA_ENABLE_CUDASIM=1 (set by conftest.py "
                                        "when no GPU is present)")
+
+@pytest.fixture(autouse=True)
+def negative_indices_fail(monkeypatch):
+    """In the simulator, make an index below 0 into a kernel's global array an IndexError.
+
+    An index past the end already is one (NumPy's), but a negative index would silently
+    wrap to the other end, where a GPU reads or writes outside the array. The kernels never
+    index from the end, so any negative index is a bug: the simulator's guard band.
+    """
+    from tinyseg.cuda.numba_cuda import simulated
+    if not simulated():
+        yield
+        return
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+    def checked(method):
+        def access(self, idx, *value):
+            if any(isinstance(i, (int, np.integer)) and i < 0 for i in (idx if isinstance(idx, tuple) else (idx,))):
+                raise IndexError(f"negative index {idx} into an array of shape {self._ary.shape}")
+            return method(self, idx, *value)
+        return access
+
+    monkeypatch.setattr(FakeCUDAArray, "__getitem__", checked(FakeCUDAArray.__getitem__))
+    monkeypatch.setattr(FakeCUDAArray, "__setitem__", checked(FakeCUDAArray.__setitem__))
+    yield
+
+
+def _off_by_one(a):
+    """A wrong kernel body (thread 0 writes a[0, -1]), for the guard's own test. (The simulator
+    swaps the module-level name ``cuda`` for its fake module, so the body refers to that.)"""
+    a[0, cuda.threadIdx.x - 1] = 1.0
+
+
+@pytest.mark.skipif(gpu_present(), reason="the simulator's guard")
+def test_the_simulator_guard_catches_a_negative_index():
+    with pytest.raises(IndexError, match="negative index"):
+        cuda.jit(_off_by_one)[1, 2](np.zeros((1, 2)))
+
 
 CONV = [p for p in kernel_names(conv.CONV2D_KERNELS) if p.id.startswith("numba_cuda")]
 WHERE = "numba-cuda" if gpu_present() else "numba-cuda-simulator"
