@@ -42,11 +42,11 @@ convolution of a (2, 3, 20, 20) batch, forward and backward, in the simulator)::
     with ts.backend.cuda_emulation() as emu, ts.backend.use_kernel("conv2d", "numba_cuda"):
         F.conv2d(x, w, padding=1).backward(np.ones((2, 4, 20, 20), np.float32))
     for launch in emu.launches:
-        print(launch)
+        print(launch.kernel, launch.grid, launch.block, launch.shared_mem, launch.threads)
 
-    conv2d_v2_forward[float32] <<<grid (2, 2, 2), block (16, 16, 1), 1584 B shared>>> = 2048 threads (numba-cuda-simulator)
-    conv2d_v2_input_grad[float32] <<<grid (2, 2, 2), block (16, 16, 1), 1584 B shared>>> = 2048 threads (numba-cuda-simulator)
-    conv2d_v2_weight_grad[float32] <<<grid (3, 4, 1), block (32, 1, 1), 1152 B shared>>> = 384 threads (numba-cuda-simulator)
+    conv2d_v2_forward[float32] (2, 2, 2) (16, 16, 1) 1584 2048
+    conv2d_v2_input_grad[float32] (2, 2, 2) (16, 16, 1) 1584 2048
+    conv2d_v2_weight_grad[float32] (3, 4, 1) (32, 1, 1) 1152 384
 
 (2×2 tiles of 16×16 pixels × 2 samples × 1 group of 8 channels; 1,584 bytes = an 18×18
 patch and 8·3·3 weights in float32; one block per (c, o) for dW, 32 threads wide in the
