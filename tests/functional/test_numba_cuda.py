@@ -5,8 +5,10 @@ on NumPy arrays, inside ``cuda_emulation()`` (tests/kernel_backends.py); on a GP
 tests run on CuPy arrays. Checked: each conv primitive against its definition (any
 geometry, tiles and channel groups cut at the edges), conv2d / conv_transpose2d /
 max_pool2d against tinyseg.reference (float32 and float64), a float64 gradcheck, the
-launch records, agreement with the CUDA C kernels under the emulation, and, in a
-process without the simulator, the one clear error and a PTX compile for sm_80.
+launch records, agreement with the CUDA C kernels under the emulation (the same bits),
+and, in a process without the simulator, the one clear error and a PTX compile for
+sm_80. In the simulator a negative index into a kernel's array fails (it would wrap in
+NumPy and run outside the array on a GPU): the counterpart of the emulation's guard bands.
 
 The simulator runs every CUDA thread as a Python thread (about a millisecond each, a
 block's syncthreads() far more): shapes stay tiny.
