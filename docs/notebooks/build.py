@@ -3,6 +3,7 @@
     python docs/notebooks/build.py                    # every NN_name.py, full settings
     python docs/notebooks/build.py 02_convolution.py  # only these
     python docs/notebooks/build.py --fast             # small settings (TINYSEG_NOTEBOOK_FAST=1)
+    python docs/notebooks/build.py --text-only NAME.py   # prose edits only: keep the stored outputs
 
 The reviewable source of each notebook is ``NN_name.py`` in jupytext's percent format
 (``# %%`` starts a code cell, ``# %% [markdown]`` a text cell). This script reads it,
@@ -47,7 +48,7 @@ def code_cells(notebook) -> list[str]:
     return [cell.source.rstrip() for cell in notebook.cells if cell.cell_type == "code"]
 
 
-def execute(path: Path, fast: bool, timeout: int = 1200, kernel_name: str = "python3",
+def execute(path: Path, fast: bool, timeout: int = 3600, kernel_name: str = "python3",
             mpl_backend: str = "module://matplotlib_inline.backend_inline"):
     """Run the notebook source ``path`` in a fresh kernel; return the executed notebook.
 
@@ -74,11 +75,33 @@ def execute(path: Path, fast: bool, timeout: int = 1200, kernel_name: str = "pyt
     return notebook
 
 
+def refresh_text(path: Path):
+    """The stored .ipynb of ``path`` with its Markdown cells taken from the source, outputs kept.
+
+    For prose edits: refused (ValueError) unless the code cells are exactly those that
+    produced the stored outputs, so no output can end up beside code that did not make it.
+    """
+    import nbformat
+
+    stored = nbformat.read(path.with_suffix(".ipynb"), as_version=4)
+    source = read_source(path)
+    if code_cells(stored) != code_cells(source):
+        raise ValueError(f"{path.name}: the code cells changed since the .ipynb was built; run it again instead")
+    executed = iter(cell for cell in stored.cells if cell.cell_type == "code")
+    unchanged = {cell.source: cell for cell in stored.cells if cell.cell_type == "markdown"}   # keeps cell ids
+    source.cells = [next(executed) if cell.cell_type == "code" else unchanged.get(cell.source, cell)
+                    for cell in source.cells]
+    source.metadata = stored.metadata
+    return source
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", help="sources to build (default: every notebook here)")
     parser.add_argument("--fast", action="store_true", help=f"small settings ({FAST_ENV}=1)")
-    parser.add_argument("--timeout", type=int, default=1200, help="seconds allowed per cell")
+    parser.add_argument("--text-only", action="store_true",
+                        help="update only the Markdown cells of the stored .ipynb (code unchanged, outputs kept)")
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
     args = parser.parse_args(argv)
 
     import nbformat
@@ -86,6 +109,10 @@ def main(argv=None) -> int:
     # A bare name is looked up in this folder, so the commands above work from anywhere.
     paths = [(Path(p) if Path(p).exists() else HERE / p).resolve() for p in args.notebooks] or notebook_sources()
     for path in paths:
+        if args.text_only:
+            nbformat.write(refresh_text(path), path.with_suffix(".ipynb"))
+            print(f"{path.name}: text of {path.with_suffix('.ipynb').name} updated, outputs kept", flush=True)
+            continue
         start = time.perf_counter()
         print(f"{path.name}: running ({'fast' if args.fast else 'full'} settings) ...", flush=True)
         notebook = execute(path, fast=args.fast, timeout=args.timeout)
