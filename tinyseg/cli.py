@@ -125,9 +125,14 @@ def _train(args) -> int:
     size = _image_size(args, train_set, args.depth)
 
     train_tf = [T.ZScore(), T.RandomCrop(size)]
-    if args.augment:
+    if args.augment == "nnunet":
+        train_tf.append(T.nnunet_augmentation())
+    elif args.augment == "unet":
         train_tf.append(T.default_augmentation())
-    train_loader = DataLoader(train_set, args.batch_size, shuffle=True, seed=args.seed, transform=T.Compose(train_tf))
+    if not 0 <= args.oversample_foreground <= 1:
+        raise UsageError(f"--oversample-foreground {args.oversample_foreground}: expected a fraction in [0, 1]")
+    train_loader = DataLoader(train_set, args.batch_size, shuffle=True, seed=args.seed, transform=T.Compose(train_tf),
+                              oversample_foreground=args.oversample_foreground)
     val_loader = DataLoader(val_set, args.batch_size, shuffle=False, transform=T.Compose([T.ZScore(),
                                                                                       T.CenterCropOrPad(size)]))
     model = ts.models.UNet(in_channels=in_channels, out_channels=1 if num_classes == 2 else num_classes,
@@ -136,7 +141,13 @@ def _train(args) -> int:
                            dropout=args.dropout)
     if args.device == "cuda":
         model.to("cuda")
+    warmup = args.warmup_epochs if args.warmup_epochs is not None else args.epochs // 20
+    if args.schedule in ("step", "constant") and args.warmup_epochs:
+        raise UsageError(f"--warmup-epochs: the {args.schedule} schedule has no warm-up; use --schedule poly or cosine")
+    if not 0 <= warmup < args.epochs:
+        raise UsageError(f"--warmup-epochs {warmup}: expected 0 <= warm-up < --epochs ({args.epochs})")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                         schedule=args.schedule, warmup_epochs=warmup if args.schedule in ("poly", "cosine") else 0,
                          loss=args.loss, border_weights=args.border_weights, early_stopping=args.early_stopping,
                          seed=args.seed, progress=not args.no_progress,
                          extra={"data": description, "image_size": size, "num_classes": num_classes,
@@ -449,12 +460,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=["ce", "bce", "dice", "ce+dice", "bce+dice"], default="ce+dice")
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
     p.add_argument("--upsample", choices=["nearest", "bilinear", "transpose"], default="nearest")
-    p.add_argument("--norm", choices=["batch", "instance", "none"], default=None,
-                   help="normalisation after every conv: batch, instance (nnU-Net's, per image) or none (default)")
+    p.add_argument("--norm", choices=["batch", "instance", "none"], default="instance",
+                   help="normalisation after every conv: instance (default; nnU-Net's, per image), batch or none")
+    p.add_argument("--schedule", choices=["poly", "cosine", "step", "constant"], default="poly",
+                   help="learning-rate schedule per epoch: poly (default; nnU-Net's (1 - e/E)^0.9), cosine, "
+                        "step (x0.1 every third of the run) or constant")
+    p.add_argument("--warmup-epochs", type=int, default=None,
+                   help="linear warm-up epochs of the poly or cosine schedule (default: epochs // 20)")
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--border-weights", action="store_true", help="U-Net paper's border weight map on the CE term")
     p.add_argument("--early-stopping", type=int, default=0, help="patience in epochs (0: off)")
-    p.add_argument("--no-augment", dest="augment", action="store_false")
+    p.add_argument("--augment", choices=["nnunet", "unet", "none"], default="nnunet",
+                   help="training augmentation: nnunet (default; flips, 90° turns, arbitrary rotation, zoom, "
+                        "noise, brightness/contrast/colour, gamma), unet (flips, 90° turns, elastic deformation, "
+                        "brightness/contrast: the default before) or none")
+    p.add_argument("--no-augment", dest="augment", action="store_const", const="none", help="same as --augment none")
+    p.add_argument("--oversample-foreground", type=float, default=1 / 3,
+                   help="fraction of each batch whose crops are centred on foreground (default 1/3, as nnU-Net; "
+                        "0: plain random crops)")
     p.add_argument("--synthetic", choices=["phantoms", "polyps"], default="phantoms",
                    help="built-in data without --data: CT-like phantoms (grey) or colonoscopy-like polyp "
                         "frames (RGB)")

@@ -162,6 +162,11 @@ class DataLoader:
     transform: ``t(image, mask, rng) -> (image, mask)``, e.g. a ``transforms.Compose``;
                item i of epoch e gets ``rng = default_rng((seed, e, i))``.
     drop_last: drop the last, smaller batch.
+    oversample_foreground: the fraction of each batch whose crops are forced to hold
+               foreground, as nnU-Net (1/3): in a batch of B items, positions
+               j >= round(B · (1 - fraction)) are loaded with ``force_foreground=True``, which
+               the transform's ``RandomCrop`` turns into a crop centred on a random foreground
+               pixel. Needs a ``transforms.Transform`` that crops; 0 (default) forces nothing.
 
     Iterating runs through the rest of the current epoch and then moves to the next, so
     ``for epoch in ...: for images, masks in loader: ...`` sees a new order each epoch.
@@ -170,7 +175,7 @@ class DataLoader:
     """
 
     def __init__(self, dataset, batch_size: int, shuffle: bool = True, seed: int = 0, transform=None,
-                 drop_last: bool = False):
+                 drop_last: bool = False, oversample_foreground: float = 0.0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if len(dataset) == 0:
@@ -183,6 +188,12 @@ class DataLoader:
         self.seed = seed
         self.transform = transform
         self.drop_last = drop_last
+        if not 0 <= oversample_foreground <= 1:
+            raise ValueError(f"oversample_foreground must be a fraction in [0, 1], got {oversample_foreground}")
+        if oversample_foreground > 0 and not getattr(transform, "crops", False):
+            raise ValueError("oversample_foreground needs a transform that crops (a transforms.RandomCrop, "
+                             f"alone or in a Compose), got {transform!r}")
+        self.oversample_foreground = float(oversample_foreground)
         self.epoch = 0
         self.next_batch = 0
 
@@ -208,20 +219,31 @@ class DataLoader:
             return np.arange(n)
         return np.random.default_rng((self.seed, epoch, _ORDER_STREAM)).permutation(n)
 
-    def load_item(self, index: int, epoch: int):
-        """Item ``index`` of the dataset as epoch ``epoch`` sees it (augmented when there is a transform)."""
+    def load_item(self, index: int, epoch: int, force_foreground: bool = False):
+        """Item ``index`` of the dataset as epoch ``epoch`` sees it (augmented when there is a
+        transform; with ``force_foreground``, cropped around foreground)."""
         image, mask = self.dataset[index]
         if self.transform is not None:
             rng = np.random.default_rng((self.seed, epoch, _AUGMENT_STREAM, int(index)))
-            image, mask = self.transform(image, mask, rng)
+            if force_foreground:
+                image, mask = self.transform(image, mask, rng, force_foreground=True)
+            else:
+                image, mask = self.transform(image, mask, rng)
         return image, mask
+
+    def forced(self, batch_length: int) -> list[bool]:
+        """Per position in a batch of ``batch_length`` items: is its crop forced to hold foreground?
+        Positions j >= round(B · (1 - fraction)), as nnU-Net's "oversample the last 33 %"
+        (B = 8: the last 3; B = 4: the last 1; B = 2: the last 1)."""
+        first = int(round(batch_length * (1 - self.oversample_foreground)))
+        return [self.oversample_foreground > 0 and j >= first for j in range(batch_length)]
 
     def __iter__(self):
         epoch, order = self.epoch, self.order(self.epoch)
         num_batches = len(self)
         for b in range(self.next_batch, num_batches):
             indices = order[b * self.batch_size:(b + 1) * self.batch_size]
-            items = [self.load_item(int(i), epoch) for i in indices]
+            items = [self.load_item(int(i), epoch, force) for i, force in zip(indices, self.forced(len(indices)))]
             # Advance before yielding, so a state_dict taken after receiving this batch
             # resumes with the next one (or the next epoch after the last batch).
             if b + 1 == num_batches:

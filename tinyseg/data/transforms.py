@@ -216,6 +216,29 @@ def random_crop(image: np.ndarray, mask: np.ndarray | None, size, rng: np.random
     return image[:, top:top + out_h, left:left + out_w].copy(), cropped_mask
 
 
+def foreground_crop(image: np.ndarray, mask: np.ndarray, size, rng: np.random.Generator,
+                    pad_mode: str = "reflect"):
+    """A (H', W') window that holds foreground: centred on a foreground pixel (mask > 0)
+    drawn uniformly, shifted back inside the image where it would stick out (nnU-Net's
+    foreground oversampling). An image without foreground gets an ordinary random crop."""
+    _check_pair(image, mask)
+    out_h, out_w = _pair(size)
+    height, width = image.shape[1:]
+    if height < out_h or width < out_w:
+        extra_h, extra_w = max(out_h - height, 0), max(out_w - width, 0)
+        image, mask = _pad(image, mask, extra_h // 2, extra_h - extra_h // 2,
+                           extra_w // 2, extra_w - extra_w // 2, mode=pad_mode)
+        height, width = image.shape[1:]
+    foreground = np.flatnonzero(mask > 0)
+    if foreground.size == 0:
+        return random_crop(image, mask, size, rng, pad_mode)
+    y, x = np.unravel_index(foreground[int(rng.integers(foreground.size))], mask.shape)
+    top = int(np.clip(y - out_h // 2, 0, height - out_h))
+    left = int(np.clip(x - out_w // 2, 0, width - out_w))
+    return (image[:, top:top + out_h, left:left + out_w].copy(),
+            mask[top:top + out_h, left:left + out_w].copy())
+
+
 # --- geometric augmentation ----------------------------------------------------------
 
 def random_flip(image, mask, rng: np.random.Generator, horizontal: bool = True, vertical: bool = True,
@@ -273,6 +296,20 @@ def random_affine(image, mask, rng: np.random.Generator, degrees: float = 15.0,
     factor = rng.uniform(scale[0], scale[1])
     offset = (rng.uniform(-shift, shift) * height, rng.uniform(-shift, shift) * width)
     return affine(image, mask, angle, factor, offset)
+
+
+def random_rotate_scale(image, mask, rng: np.random.Generator, degrees: float = 180.0, scale=(0.7, 1.4),
+                        p_rotate: float = 0.2, p_scale: float = 0.2):
+    """nnU-Net's spatial augmentation in 2-D: with probability ``p_rotate`` a rotation by an
+    arbitrary angle ~ U(-degrees, degrees), with probability ``p_scale`` a zoom ~ U(scale),
+    both in one resampling (``affine``, mirrored borders). Neither drawn: unchanged."""
+    _check_pair(image, mask)
+    rotate, zoom = rng.random() < p_rotate, rng.random() < p_scale
+    angle = rng.uniform(-degrees, degrees) if rotate else 0.0
+    factor = rng.uniform(scale[0], scale[1]) if zoom else 1.0
+    if not (rotate or zoom):
+        return image.copy(), None if mask is None else mask.copy()
+    return affine(image, mask, angle, factor)
 
 
 def _cubic_upsampling_matrix(n_out: int, n_nodes: int) -> np.ndarray:
@@ -344,6 +381,31 @@ def random_gamma(image, rng: np.random.Generator, gamma=(0.7, 1.5)) -> np.ndarra
     return (low + span * ((image - low) / span) ** g).astype(np.float32)
 
 
+def random_color_jitter(image, rng: np.random.Generator, brightness: float = 0.25, contrast: float = 0.25,
+                        saturation: float = 0.25, channel_shift: float = 0.05) -> np.ndarray:
+    """Brightness, contrast and, for colour images (C > 1), saturation and a colour cast:
+
+        x ← x · b                          b ~ U(1 - brightness, 1 + brightness)  (multiplicative, as nnU-Net)
+        x ← (x - mean) · c + mean          c ~ U(1 - contrast, 1 + contrast), mean over the image
+        x ← g + s · (x - g)                s ~ U(1 - saturation, 1 + saturation), g the per-pixel channel mean
+        x_k ← x_k + d_k · range            d_k ~ U(-channel_shift, channel_shift) per channel
+
+    One-channel images get the first two only.
+    """
+    b = rng.uniform(1 - brightness, 1 + brightness)
+    c = rng.uniform(1 - contrast, 1 + contrast)
+    image = image * np.float32(b)
+    mean = image.mean()
+    image = (image - mean) * np.float32(c) + mean
+    if image.shape[0] > 1:
+        s = rng.uniform(1 - saturation, 1 + saturation)
+        grey = image.mean(axis=0, keepdims=True)
+        image = grey + np.float32(s) * (image - grey)
+        shift = rng.uniform(-channel_shift, channel_shift, size=(image.shape[0], 1, 1)) * _intensity_range(image)
+        image = image + shift.astype(np.float32)
+    return image.astype(np.float32)
+
+
 def gaussian_noise(image, rng: np.random.Generator, sigma: float = 0.03) -> np.ndarray:
     """Add N(0, (sigma · range)²) noise to every pixel."""
     noise = rng.standard_normal(image.shape, dtype=np.float32) * np.float32(sigma * _intensity_range(image))
@@ -356,10 +418,15 @@ class Transform:
     """Base: ``t(image, mask=None, rng=None) -> (image, mask)``. Random transforms need an rng."""
 
     random = False
+    crops = False      # True for transforms that can force a crop to hold foreground
 
-    def __call__(self, image, mask=None, rng=None):
+    def __call__(self, image, mask=None, rng=None, force_foreground: bool = False):
+        """``force_foreground``: set by a DataLoader that oversamples foreground, for the items
+        whose crop must hold foreground; only crops (``RandomCrop``) act on it."""
         if self.random and not isinstance(rng, np.random.Generator):
             raise TypeError(f"{type(self).__name__} is random and needs rng=np.random.Generator, got {rng!r}")
+        if force_foreground and self.crops:
+            return self.apply(image, mask, rng, force_foreground=True)
         return self.apply(image, mask, rng)
 
     def apply(self, image, mask, rng):
@@ -375,11 +442,15 @@ class Compose(Transform):
 
     def __init__(self, transforms):
         self.transforms = list(transforms)
-        self.random = any(t.random for t in self.transforms)
+        self.random = any(getattr(t, "random", False) for t in self.transforms)
+        self.crops = any(getattr(t, "crops", False) for t in self.transforms)
 
-    def apply(self, image, mask, rng):
+    def apply(self, image, mask, rng, force_foreground=False):
         for transform in self.transforms:
-            image, mask = transform(image, mask, rng)
+            if force_foreground and getattr(transform, "crops", False):
+                image, mask = transform(image, mask, rng, force_foreground=True)
+            else:
+                image, mask = transform(image, mask, rng)
         return image, mask
 
     def __repr__(self) -> str:
@@ -453,12 +524,18 @@ class CenterCropOrPad(Transform):
 
 
 class RandomCrop(Transform):
+    """A random window; with ``force_foreground=True`` (from a DataLoader that oversamples
+    foreground) a window centred on a random foreground pixel (``foreground_crop``)."""
+
     random = True
+    crops = True
 
     def __init__(self, size, pad_mode: str = "reflect"):
         self.size, self.pad_mode = size, pad_mode
 
-    def apply(self, image, mask, rng):
+    def apply(self, image, mask, rng, force_foreground=False):
+        if force_foreground and mask is not None:
+            return foreground_crop(image, mask, self.size, rng, self.pad_mode)
         return random_crop(image, mask, self.size, rng, self.pad_mode)
 
 
@@ -489,6 +566,18 @@ class RandomAffine(Transform):
         return random_affine(image, mask, rng, self.degrees, self.scale, self.shift)
 
 
+class RandomRotateScale(Transform):
+    """``random_rotate_scale``: arbitrary-angle rotation and zoom, each with its own probability."""
+
+    random = True
+
+    def __init__(self, degrees: float = 180.0, scale=(0.7, 1.4), p_rotate: float = 0.2, p_scale: float = 0.2):
+        self.degrees, self.scale, self.p_rotate, self.p_scale = degrees, scale, p_rotate, p_scale
+
+    def apply(self, image, mask, rng):
+        return random_rotate_scale(image, mask, rng, self.degrees, self.scale, self.p_rotate, self.p_scale)
+
+
 class ElasticDeformation(Transform):
     random = True
 
@@ -507,6 +596,21 @@ class BrightnessContrast(Transform):
 
     def apply(self, image, mask, rng):
         return random_brightness_contrast(image, rng, self.brightness, self.contrast), mask
+
+
+class ColorJitter(Transform):
+    """``random_color_jitter``: brightness, contrast; saturation and colour cast for colour images."""
+
+    random = True
+
+    def __init__(self, brightness: float = 0.25, contrast: float = 0.25, saturation: float = 0.25,
+                 channel_shift: float = 0.05):
+        self.brightness, self.contrast = brightness, contrast
+        self.saturation, self.channel_shift = saturation, channel_shift
+
+    def apply(self, image, mask, rng):
+        return random_color_jitter(image, rng, self.brightness, self.contrast, self.saturation,
+                                   self.channel_shift), mask
 
 
 class Gamma(Transform):
@@ -541,4 +645,23 @@ def default_augmentation(elastic_sigma: float = 10.0) -> Compose:
         RandomRot90(),
         RandomApply(ElasticDeformation(grid=3, sigma=elastic_sigma), p=0.5),
         RandomApply(BrightnessContrast(brightness=0.1, contrast=0.2), p=0.5),
+    ])
+
+
+def nnunet_augmentation() -> Compose:
+    """The preset of ``tinyseg train`` (docs/recipe.md), after nnU-Net's 2-D defaults: an
+    arbitrary-angle rotation (p 0.2) and a zoom in [0.7, 1.4] (p 0.2) in one resampling,
+    Gaussian noise (p 0.1), brightness/contrast and, for colour images, saturation and a
+    colour cast (p 0.3), gamma in [0.7, 1.5] (p 0.3), then flips and 90° turns (free: no
+    resampling). No elastic deformation (nnU-Net does not use it either).
+
+    Like ``default_augmentation``, put it after the per-image normalisation.
+    """
+    return Compose([
+        RandomRotateScale(degrees=180.0, scale=(0.7, 1.4), p_rotate=0.2, p_scale=0.2),
+        RandomApply(GaussianNoise(sigma=0.03), p=0.1),
+        RandomApply(ColorJitter(), p=0.3),
+        RandomApply(Gamma((0.7, 1.5)), p=0.3),
+        RandomFlip(),
+        RandomRot90(),
     ])
