@@ -55,3 +55,13 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.line(f"other: {count} skipped (e.g. {first})")
         else:
             terminalreporter.line(f"{part}: {count} skipped ({first}); to run them: {hint}")
+
+
+# ----------------------------------------------------------------------------- measured kernel choice
+# "auto" measures kernels on first use and caches its choices on disk (tinyseg/tuning.py).
+# Tests must neither depend on timings nor write to the user's cache: tuning is off unless a
+# test turns it on (ts.backend.set_tuning(True)), and the cache lives in a temporary folder.
+import tempfile
+
+os.environ["TINYSEG_TUNE"] = "0"
+os.environ["TINYSEG_CACHE_DIR"] = tempfile.mkdtemp(prefix="tinyseg-test-cache-")

@@ -16,6 +16,17 @@ import os
 # or when the variable is set in the shell. A value the user set is kept.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
+# Both thread pools start as many threads as os.cpu_count() by default, which counts the
+# host's cores, not the ones this process may use (affinity mask, container CPU quota):
+# capped here, before NumPy and Numba load, unless the user set the counts
+# (tinyseg/threads.py).
+from . import threads as _threads
+
+_cores = _threads.available_cores()
+if _cores < (os.cpu_count() or _cores):
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(_cores))
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(_cores))
+
 from .tensor import Function, Tensor, is_grad_enabled, no_grad
 from .random import manual_seed
 from . import functional
@@ -25,7 +36,7 @@ __version__ = "0.1.0"
 
 # Heavier parts load on first use, so ``import tinyseg`` stays quick.
 _lazy = {"nn", "optim", "models", "data", "metrics", "train", "inference", "viz", "bench",
-         "reference", "backend", "serialization", "exercises"}
+         "reference", "backend", "serialization", "exercises", "tuning"}
 
 
 def __getattr__(name):

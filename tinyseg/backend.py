@@ -103,6 +103,18 @@ def use_kernel(op: str, name: str):
         set_kernel(op, previous)
 
 
+def set_tuning(flag: bool | None) -> None:
+    """Measured kernel choice for "auto" on the CPU: on (the default), off (fixed rules) or None
+    (follow the TINYSEG_TUNE environment variable). See tinyseg/tuning.py."""
+    from . import tuning
+    tuning.set_enabled(flag)
+
+
+def tuning_enabled() -> bool:
+    from . import tuning
+    return tuning.enabled()
+
+
 def cuda_emulation(guard_band=False):
     """Run hand-written CUDA kernels on the CPU: ``with ts.backend.cuda_emulation() as emu: ...``.
 

@@ -25,6 +25,7 @@ fresh, page-faulting allocations on every call.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -394,22 +395,33 @@ class AutoKernel(WinogradKernel):
     name = "auto"
 
     # On CuPy arrays: the GPU kernel measured fastest for the shape (``GPU_AUTO``, below).
+    # On NumPy arrays with tuning on (the default): the CPU kernel measured fastest on this
+    # machine for the shape class (``_tuned_kernel``); with tuning off, the rules below.
     @classmethod
     def forward(cls, x, weight, geometry):
         if backend.get_array_module(x) is not np:
             return GPU_AUTO.forward(x, weight, geometry)
+        tuned = _tuned_kernel("forward", x, weight, geometry, x.shape[1], weight.shape[0])
+        if tuned is not None:
+            return tuned.forward(x, weight, geometry)
         return super().forward(x, weight, geometry)
 
     @classmethod
     def input_grad(cls, grad, weight, geometry):
         if backend.get_array_module(grad) is not np:
             return GPU_AUTO.input_grad(grad, weight, geometry)
+        tuned = _tuned_kernel("input_grad", grad, weight, geometry, weight.shape[1], weight.shape[0])
+        if tuned is not None:
+            return tuned.input_grad(grad, weight, geometry)
         return super().input_grad(grad, weight, geometry)
 
     @classmethod
     def weight_grad(cls, x, grad, geometry):
         if backend.get_array_module(x) is not np:
             return GPU_AUTO.weight_grad(x, grad, geometry)
+        tuned = _tuned_kernel("weight_grad", x, grad, geometry, x.shape[1], grad.shape[1])
+        if tuned is not None:
+            return tuned.weight_grad(x, grad, geometry)
         return super().weight_grad(x, grad, geometry)
 
     @staticmethod
@@ -437,6 +449,45 @@ class AutoKernel(WinogradKernel):
             enough_work = O * C * tiles >= 2**21 and tiles >= 64
         return (super().uses_winograd(x, out_channels, geometry, primitive) and C >= 32 and O >= 16
                 and enough_work and 16 * O * C * x.itemsize <= BLOCK_BYTES // 2)
+
+
+def _tuning_candidates(geometry, primitive, in_channels, out_channels, itemsize):
+    """The CPU kernels that compute ``primitive`` of this convolution in different ways.
+
+    Never a GPU kernel. One name where they all run the same code: a pointwise 1×1
+    convolution (x is its own im2col matrix) and a strided input gradient (col2im).
+    Winograd only where it applies and its transformed kernel U (16·O·C values) takes at
+    most half a work block: a memory bound, not a speed rule (AutoKernel's docstring).
+    """
+    from . import conv_winograd
+    if geometry.is_pointwise or (primitive == "input_grad" and geometry.stride != (1, 1)):
+        return ["im2col"]
+    names = ["im2col", "numba-im2col"]
+    if conv_winograd.applies(geometry) and 16 * out_channels * in_channels * itemsize <= BLOCK_BYTES // 2:
+        names.append("winograd")
+    return names
+
+
+def _tuned_kernel(primitive, a, b, geometry, in_channels, out_channels):
+    """The CPU kernel measured fastest here for this primitive's shape class, or None with tuning off.
+
+    Shape class: the primitive, channels, kernel, stride, dilation, padding, dtype and the
+    batch's output pixels N·H'·W' to half an octave (tinyseg/tuning.py measures, caches).
+    """
+    from .. import threads, tuning
+    if not tuning.enabled():
+        return None
+    names = _tuning_candidates(geometry, primitive, in_channels, out_channels, a.itemsize)
+    if len(names) > 1:
+        threads.configure()
+        (kh, kw), (sh, sw), (dh, dw) = geometry.kernel, geometry.stride, geometry.dilation
+        (top, bottom), (left, right) = geometry.padding
+        pixels = a.shape[0] * geometry.output_size[0] * geometry.output_size[1]
+        decision = (f"{primitive} C{in_channels} O{out_channels} k{kh}x{kw} s{sh}x{sw} d{dh}x{dw} "
+                    f"p{top},{bottom},{left},{right} {np.dtype(a.dtype).name} NHW{tuning.pixels_class(pixels)}")
+        runs = {name: functools.partial(getattr(CONV2D_KERNELS[name], primitive), a, b, geometry) for name in names}
+        names = [tuning.TUNER.choose("conv2d", decision, runs)]
+    return CONV2D_KERNELS[names[0]]
 
 
 # Where "auto" switches from NumPy's im2col to Numba's (measured, 1 image of C×S²:
