@@ -26,10 +26,13 @@ def main():
                    help="only these ops (default: all)")
     p.add_argument("--no-step", dest="step", action="store_false", help="skip the training steps")
     p.add_argument("--no-torch", dest="torch", action="store_false", help="skip PyTorch")
+    p.add_argument("--config", nargs=3, type=int, metavar=("BASE", "BATCH", "SIZE"), default=None,
+                   help="another size of the U-Net (default: 64 8 256; --quick: 2 1 16)")
     p.add_argument("--out", default="bench_gpu_out")
     args = p.parse_args()
+    config = bench_gpu.Config(*args.config) if args.config else None
     bench_gpu.run(device=args.device, quick=args.quick, out_dir=args.out, cpu_kernels=args.cpu_kernels,
-                  ops=args.ops, with_step=args.step, with_torch=args.torch)
+                  ops=args.ops, with_step=args.step, with_torch=args.torch, config=config)
 
 
 if __name__ == "__main__":

@@ -618,6 +618,9 @@ class Place:
             return self.xp.asarray(a)
         return a
 
+    def put_all(self, a):
+        return tuple(self.put(v) for v in a) if isinstance(a, tuple) else self.put(a)
+
     def get(self, a):
         if isinstance(a, tuple):
             return tuple(self.get(v) for v in a)
@@ -628,21 +631,36 @@ class Place:
 
 
 def relative_error(result, expected) -> float:
-    """max |result − expected| / max |expected| over every output (inf for a shape mismatch or a new NaN)."""
+    """max |result − expected| / max |expected| over every output (inf for a shape mismatch or a new NaN).
+
+    Computed where the arrays are (on the GPU for two CuPy arrays: only two numbers come
+    back), in their own precision; a NaN where the other has none, or an inf difference,
+    counts as inf.
+    """
     results = result if isinstance(result, tuple) else (result,)
     expecteds = expected if isinstance(expected, tuple) else (expected,)
     if len(results) != len(expecteds):
         return math.inf
     worst = 0.0
     for a, b in zip(results, expecteds):
-        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-        if a.shape != b.shape or not np.array_equal(np.isnan(a), np.isnan(b)):
+        try:
+            xp = backend.get_array_module(a, b)
+        except TypeError:                        # one on each device: compare on the host
+            a, b, xp = backend.to_device(a, "cpu"), backend.to_device(b, "cpu"), np
+        a, b = xp.asarray(a), xp.asarray(b)
+        if a.shape != b.shape:
             return math.inf
-        finite = ~np.isnan(b)
-        if not finite.any():
+        nan_b = xp.isnan(b)
+        if not bool(xp.array_equal(xp.isnan(a), nan_b)):
+            return math.inf
+        if a.size == 0:
             continue
-        scale = max(float(np.abs(b[finite]).max()), 1e-30)
-        worst = max(worst, float(np.abs(a[finite] - b[finite]).max()) / scale)
+        a, b = xp.where(nan_b, 0, a), xp.where(nan_b, 0, b)
+        scale = max(float(xp.abs(b).max()), 1e-30)
+        difference = float(xp.abs(a - b).max())
+        if not math.isfinite(difference):
+            return math.inf
+        worst = max(worst, difference / scale)
     return worst
 
 
@@ -651,7 +669,7 @@ def _short(exc: BaseException) -> str:
 
 
 def measure(case: Case, kernel, label, place: Place, inputs, expected, tolerance=TOLERANCE) -> dict:
-    """Check ``kernel`` on ``case`` against ``expected``, then time it: one result row."""
+    """Check ``kernel`` on ``case`` against ``expected`` (already on the place), then time it: one result row."""
     row = {"op": case.op, "primitive": case.primitive, "shape": case.shape, "count": case.count,
            "kernel": label, "where": place.where, "flops": case.flops, "bytes": case.nbytes}
     xp = place.xp
@@ -660,7 +678,7 @@ def measure(case: Case, kernel, label, place: Place, inputs, expected, tolerance
             device_inputs = {k: place.put(v) for k, v in inputs.items()}
             prepared = case.prepare(kernel, device_inputs, xp) if case.prepare else device_inputs
             checked = case.prepare(kernel, prepared, xp) if case.op == "adam" else prepared
-            error = relative_error(place.get(case.run(kernel, checked, xp)), expected)
+            error = relative_error(case.run(kernel, checked, xp), expected)
             row["error"] = error
             if not error <= tolerance:
                 row["status"] = "WRONG"
@@ -877,13 +895,14 @@ def _describe_choice(choice: dict) -> str:
 
 
 def run(device="cpu", quick=False, out_dir="bench_gpu_out", log=print, cpu_kernels=None, emulate=False,
-        timer=None, with_torch=True, with_step=True, ops=None, step_kernels=None) -> dict:
+        timer=None, with_torch=True, with_step=True, ops=None, step_kernels=None, config=None) -> dict:
     """Check and time every kernel of every op (and a training step); write kernels.md/.json and roofline.png.
 
     device       "cpu" or "cuda". "cuda" without a GPU logs one line and runs the CPU part,
                  unless ``emulate``: then the GPU kernels ("cuda*", "numba_cuda") run on NumPy
                  arrays inside ``cuda_emulation()``, timed by the wall clock (structure, not speed).
     quick        tiny shapes (QUICK) and few repeats.
+    config       another size of the U-Net (a ``Config``), timed as carefully as the full one.
     cpu_kernels  CPU kernels to time: "all", or None (all on device "cpu"; on a GPU run the
                  reference and default ones only, to keep a full run within minutes).
     timer        replaces every timer (tests inject a fake one).
@@ -891,14 +910,16 @@ def run(device="cpu", quick=False, out_dir="bench_gpu_out", log=print, cpu_kerne
     step_kernels only the training steps of these kernel names (default: all; the CPU default
                  step always runs: it is the reference the others are checked against).
     """
-    config = QUICK if quick else FULL
+    config = config or (QUICK if quick else FULL)
     regs = {op: reg for op, reg in registries().items() if ops is None or op in ops}
     torch = torch_module() if with_torch else None
     gpu = device == "cuda" and not emulate and backend.gpu_available()
     if device == "cuda" and not gpu and not emulate:
         log("tinyseg bench: no GPU here (CuPy missing or no CUDA device): running the CPU part only")
-    cpu_place = Place("cpu", np, timer or WallClockTimer(), warmup=0 if quick else 1, repeats=2 if quick else 5,
-                      budget_s=0.2 if quick else 3.0)
+    # On a GPU run the CPU is timed once per op (for the speed-up), after a warm-up pass on
+    # tiny shapes that compiles the Numba kernels; on a CPU run, as carefully as the GPU.
+    cpu_place = Place("cpu", np, timer or WallClockTimer(), warmup=0 if quick or gpu else 1,
+                      repeats=2 if quick else 1 if gpu else 5, budget_s=0.2 if quick else 3.0)
     places = [cpu_place]
     gpu_place = None
     if gpu:
@@ -938,51 +959,80 @@ def run(device="cpu", quick=False, out_dir="bench_gpu_out", log=print, cpu_kerne
     log(f"tinyseg bench: {config.name} (base {config.base}, batch {config.batch}, {config.size}², float32) on "
         + " and ".join(p.where for p in places) + (f"; GPU: {meta['gpu']}" if meta["gpu"] else ""))
 
-    rows = []
-    rng = np.random.default_rng(0)
-    torch_gpu = gpu and torch_gpu_available(torch)
-    for case in [c for c in op_cases(config) if c.op in regs]:
-        reg = regs[case.op]
-        inputs = case.make(rng)
-        reference = reg[reference_name(reg)]
-        prepared = case.prepare(reference, inputs, np) if case.prepare else inputs
-        expected = case.run(reference, prepared, np)
-        expected = tuple(np.array(e, copy=True) for e in expected) if isinstance(expected, tuple) \
-            else np.array(expected, copy=True)
-        for place in places:
-            for name in kernels_for(place, reg):
-                label = f"{name} (GPU)" if place.where == "gpu" and name == DEFAULT_NAME else name
-                roofs = {"gpu": peaks.get("gpu"), "cpu": peaks["cpu"]}.get(place.where)   # none for emulation
-                rows.append(add_roofline(measure(case, reg[name], label, place, inputs, expected), roofs))
-        if torch is not None:
-            runs = [("torch CPU", "cpu", cpu_place.timer, cpu_place, None)]
-            if torch_gpu:
-                runs += [("torch cuDNN", "cuda", timer or TorchCudaTimer(torch), gpu_place, False),
-                         ("torch cuDNN TF32", "cuda", timer or TorchCudaTimer(torch), gpu_place, True)]
-            for label, torch_device, torch_timer, like, tf32 in runs:
-                if tf32 is not None:
-                    set_torch_tf32(torch, tf32)
-                    torch.backends.cudnn.benchmark = True
-                rows.append(add_roofline(
-                    _torch_measure(case, torch, torch_device, label, torch_timer, like, inputs, expected,
-                                   TF32_TOLERANCE if tf32 else TOLERANCE),
-                    peaks.get("gpu" if torch_device == "cuda" else "cpu")))
-            if torch_gpu:
-                set_torch_tf32(torch, False)
-        _add_speedups(rows, case)
-        for row in rows:
-            if row["op"] == case.op and row["primitive"] == case.primitive and row["shape"] == case.shape:
-                log(_format_row(row))
-
-    steps = run_steps(config, regs, places, torch if with_torch else None, torch_gpu, timer, quick, log,
-                      step_kernels) if with_step else []
+    rows, steps = [], []
     result = {"meta": meta, "rows": rows, "steps": steps}
+    torch_gpu = gpu and torch_gpu_available(torch)
+    # Interrupted (Ctrl-C, or SIGINT from a time box as in benchmarks/gpu_check.sh), it still
+    # writes the tables and the chart of what it measured.
+    try:
+        if not quick:
+            for case in [c for c in op_cases(QUICK) if c.op in regs]:        # compile, untimed
+                _warm_up(case, regs[case.op], kernels_for(cpu_place, regs[case.op]))
+        # The steps first: they are the headline, and a run cut short still has them.
+        if with_step:
+            run_steps(config, regs, places, torch if with_torch else None, torch_gpu, timer, quick, log,
+                      step_kernels, steps)
+            write_reports(result, out_dir, chart=False)
+        rng = np.random.default_rng(0)
+        cases = [c for c in op_cases(config) if c.op in regs]
+        for case in cases:
+            reg = regs[case.op]
+            inputs = case.make(rng)
+            reference = reg[reference_name(reg)]
+            prepared = case.prepare(reference, inputs, np) if case.prepare else inputs
+            expected = case.run(reference, prepared, np)
+            expected = tuple(np.array(e, copy=True) for e in expected) if isinstance(expected, tuple) \
+                else np.array(expected, copy=True)
+            expected_on = {place.where: place.put_all(expected) for place in places}
+            for place in places:
+                for name in kernels_for(place, reg):
+                    label = f"{name} (GPU)" if place.where == "gpu" and name == DEFAULT_NAME else name
+                    roofs = {"gpu": peaks.get("gpu"), "cpu": peaks["cpu"]}.get(place.where)   # none for emulation
+                    rows.append(add_roofline(measure(case, reg[name], label, place, inputs, expected_on[place.where]),
+                                             roofs))
+            if torch is not None:
+                runs = [("torch CPU", "cpu", cpu_place.timer, cpu_place, None)]
+                if torch_gpu:
+                    runs += [("torch cuDNN", "cuda", timer or TorchCudaTimer(torch), gpu_place, False),
+                             ("torch cuDNN TF32", "cuda", timer or TorchCudaTimer(torch), gpu_place, True)]
+                for label, torch_device, torch_timer, like, tf32 in runs:
+                    if tf32 is not None:
+                        set_torch_tf32(torch, tf32)
+                        torch.backends.cudnn.benchmark = True
+                    rows.append(add_roofline(
+                        _torch_measure(case, torch, torch_device, label, torch_timer, like, inputs, expected,
+                                       TF32_TOLERANCE if tf32 else TOLERANCE),
+                        peaks.get("gpu" if torch_device == "cuda" else "cpu")))
+                if torch_gpu:
+                    set_torch_tf32(torch, False)
+            _add_speedups(rows, case)
+            for row in rows:
+                if row["op"] == case.op and row["primitive"] == case.primitive and row["shape"] == case.shape:
+                    log(_format_row(row))
+            if case is not cases[-1] and case.op != cases[cases.index(case) + 1].op:
+                write_reports(result, out_dir, chart=False)          # a run cut short keeps what it measured
+    except KeyboardInterrupt:
+        meta["interrupted"] = True
+        log("interrupted: writing what was measured so far")
     write_reports(result, out_dir)
     log(f"wrote {os.path.join(out_dir, 'kernels.md')}, kernels.json and roofline.png")
     return result
 
 
-def run_steps(config, regs, places, torch, torch_gpu, timer, quick, log, step_kernels=None) -> list[dict]:
+def _warm_up(case, registry, names):
+    """Run each kernel once on a tiny case (Numba compiles on first use); errors are left to the real run."""
+    inputs = case.make(np.random.default_rng(0))
+    for name in names:
+        try:
+            kernel = registry[name]
+            prepared = case.prepare(kernel, inputs, np) if case.prepare else inputs
+            case.run(kernel, prepared, np)
+        except Exception:
+            pass
+
+
+def run_steps(config, regs, places, torch, torch_gpu, timer, quick, log, step_kernels=None,
+              steps=None) -> list[dict]:
     """One training step per kernel choice: checked against the CPU step (loss and gradients), then timed.
 
     A choice named after a kernel uses it for every op that has one by that name (of all
@@ -996,7 +1046,8 @@ def run_steps(config, regs, places, torch, torch_gpu, timer, quick, log, step_ke
 
     flops = 3 * bench.conv_flops(config.base, config.batch, config.size)
     cpu_place = places[0]
-    steps, reference = [], None
+    steps = [] if steps is None else steps                # appended to as they are measured
+    reference = None
     warmup, repeats, budget = (0, 1, 0.0) if quick else (1, 3, 20.0)
     cpu_timer = timer or WallClockTimer()
     row = _step_row("auto", "cpu", "every op's default", flops)
@@ -1006,13 +1057,15 @@ def run_steps(config, regs, places, torch, torch_gpu, timer, quick, log, step_ke
             _tinyseg_step_parts(QUICK, cpu_place, {})[1]()
         loss_and_grads, step = _tinyseg_step_parts(config, cpu_place, {})
         reference = loss_and_grads()
-        _with_times(row, cpu_timer(step, 0, 1 if not quick else repeats, budget))
+        # (its check above was the warm-up; on a GPU run the CPU step is timed once)
+        _with_times(row, cpu_timer(step, 0, 1 if len(places) > 1 else repeats, budget))
     except Exception as exc:
         row.update(status="ERROR", message=_short(exc))
     steps.append(row)
     log(_format_step(row))
-    cpu_choices = [("reference", {op: reference_name(reg) for op, reg in all_regs.items()})]
-    if len(places) == 1:                      # device "cpu": every conv kernel too
+    cpu_choices = []
+    if len(places) == 1:                      # device "cpu": the plain NumPy kernels, and every conv kernel
+        cpu_choices.append(("reference", {op: reference_name(reg) for op, reg in all_regs.items()}))
         cpu_choices += [(name, {"conv2d": name}) for name in sorted(regs.get("conv2d", {}))
                         if not is_gpu_kernel(name) and name not in (DEFAULT_NAME, reference_name(regs["conv2d"]))]
     for label, choice in [c for c in cpu_choices if wanted(c[0])]:
@@ -1045,11 +1098,12 @@ def run_steps(config, regs, places, torch, torch_gpu, timer, quick, log, step_ke
                 set_torch_tf32(torch, tf32)
                 torch.backends.cudnn.benchmark = True
             row = _step_row(label, "gpu" if torch_device == "cuda" else "cpu", "PyTorch", flops)
-            is_gpu = torch_device == "cuda"
+            if torch_device == "cuda":
+                counts = (1, 1) if quick else (2, 5)
+            else:                             # after its check; once on a GPU run, as tinyseg's CPU step
+                counts = (0, 1) if len(places) > 1 else (warmup, repeats)
             steps.append(_measure_step(row, lambda d=torch_device: _torch_step_parts(config, torch, d), reference,
-                                       torch_timer, 2 if is_gpu and not quick else warmup,
-                                       5 if is_gpu and not quick else repeats, budget,
-                                       TF32_TOLERANCE if tf32 else STEP_TOLERANCE))
+                                       torch_timer, *counts, budget, TF32_TOLERANCE if tf32 else STEP_TOLERANCE))
             log(_format_step(steps[-1]))
         if torch_gpu:
             set_torch_tf32(torch, False)
@@ -1151,6 +1205,8 @@ def markdown_report(result) -> str:
         lines.append(f"- GPU: {meta['gpu']}")
     if meta.get("emulated"):
         lines.append("- GPU kernels ran in the **CUDA emulation** on the CPU: the times are not GPU speeds")
+    if meta.get("interrupted"):
+        lines.append("- **interrupted**: the tables hold what was measured before")
     for where, p in meta["peaks"].items():
         if p["fp32_gflops"]:
             lines.append(f"- {where} roofs: {p['fp32_gflops']:,.0f} GFLOP/s FP32, "
@@ -1235,13 +1291,18 @@ def roofline_points(rows) -> list[dict]:
     return points
 
 
-def write_reports(result, out_dir):
+def write_reports(result, out_dir, chart=True):
     from .viz import plot_roofline
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "kernels.json"), "w") as f:
-        json.dump(result, f, indent=1, default=_json_default)
-    with open(os.path.join(out_dir, "kernels.md"), "w") as f:
-        f.write(markdown_report(result) + "\n")
+    # Each file written whole, then renamed: a run stopped while writing leaves the previous one.
+    for name, text in (("kernels.json", json.dumps(result, indent=1, default=_json_default)),
+                       ("kernels.md", markdown_report(result) + "\n")):
+        partial = os.path.join(out_dir, f".{name}.partial")
+        with open(partial, "w") as f:
+            f.write(text)
+        os.replace(partial, os.path.join(out_dir, name))
+    if not chart:
+        return
     peaks = {k: Peaks(**v) for k, v in result["meta"]["peaks"].items()}
     title = f"tinyseg kernels, {result['meta']['config']}" + (f" on {result['meta']['gpu']}" if result["meta"]["gpu"]
                                                                else " on the CPU")
