@@ -70,3 +70,35 @@ def test_a_worker_runs_with_a_chosen_kernel_and_block_size(monkeypatch):
     finally:
         backend.set_kernel("conv2d", None)
     assert len(result["times"]) == 1
+
+
+def test_a_worker_reports_context_switches_and_cpu_time_per_step():
+    result = bench.worker("tinyseg", "infer", base=2, batch=1, size=32, steps=2, warmup=0)
+    assert len(result["context_switches"]) == 2
+    for step in result["context_switches"]:
+        assert step["involuntary"] >= 0 and step["voluntary"] >= 0 and step["cpu_s"] >= 0
+
+
+def test_markdown_table_shows_context_switches_when_measured():
+    row = {"config": "B16-b4-128", "mode": "train", "tinyseg_ms": 10.0, "tinyseg_spread_ms": [9.0, 11.0],
+           "tinyseg_gflops": 50.0, "tinyseg_peak_rss_mb": 300.0, "tinyseg_nivcsw_per_step": 640,
+           "tinyseg_cpu_s_per_step": 0.7, "torch_ms": 8.0, "torch_spread_ms": [7.5, 8.5], "torch_gflops": 60.0,
+           "torch_peak_rss_mb": 400.0, "torch_nivcsw_per_step": 12, "torch_cpu_s_per_step": 0.9,
+           "time_ratio": 1.25, "memory_ratio": 0.75}
+    lines = bench.markdown_table([row]).splitlines()
+    assert "invol. switches" in lines[0] and "| 640 / 0.70 |" in lines[2] and "| 12 / 0.90 |" in lines[2]
+    assert lines[1].count("---") == lines[0].count("|") - 1 == lines[2].count("|") - 1
+
+
+def test_tune_worker_measures_every_conv_primitive_and_lists_them(tmp_path, monkeypatch):
+    from tinyseg import backend, tuning
+    monkeypatch.setattr(tuning, "TUNER", tuning.Tuner(directory=tmp_path, budget_s=0.001, max_repeats=1))
+    try:
+        result = bench.tune_worker(base=2, batch=1, size=32)
+    finally:
+        backend.set_tuning(None)
+    primitives = {decision.split()[0] for decision in result["decisions"]}
+    assert primitives == {"conv2d/forward", "conv2d/input_grad", "conv2d/weight_grad"}
+    assert result["measured"] == len(result["decisions"]) and result["file"].startswith(str(tmp_path))
+    table = bench.tuning_markdown([dict(result, config="B2")])
+    assert table.count("\n| B2 |") == len(result["decisions"]) and "Machine:" in table

@@ -216,12 +216,19 @@ def worker(framework, mode, base, batch, size, steps, warmup) -> dict:
             def step():
                 with torch.no_grad():
                     model(x1)
+    switches = []
     for i in range(warmup + steps):
+        before = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter()
         step()
         if i >= warmup:
             times.append(time.perf_counter() - start)
-    return {"framework": framework, "mode": mode, "times": times, "peak_rss_mb": peak_rss_mb()}
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            switches.append({"involuntary": after.ru_nivcsw - before.ru_nivcsw,
+                             "voluntary": after.ru_nvcsw - before.ru_nvcsw,
+                             "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)})
+    return {"framework": framework, "mode": mode, "times": times, "peak_rss_mb": peak_rss_mb(),
+            "context_switches": switches}
 
 
 def peak_rss_mb() -> float:
@@ -291,12 +298,16 @@ def run(configs=None, repeats=3, steps=5, warmup=2, threads=2, out_dir="bench_ou
         for mode in ("train", "infer"):
             medians = {f: [] for f in frameworks}
             peaks = {f: [] for f in frameworks}
+            involuntary = {f: [] for f in frameworks}
+            cpu_seconds = {f: [] for f in frameworks}
             for r in range(repeats):
                 order = frameworks if r % 2 == 0 else frameworks[::-1]
                 for f in order:
                     result = _spawn(f, mode, cfg, steps, warmup, threads, kernel, block_mb)
                     medians[f].append(statistics.median(result["times"]))
                     peaks[f].append(result["peak_rss_mb"])
+                    involuntary[f] += [s["involuntary"] for s in result.get("context_switches", [])]
+                    cpu_seconds[f] += [s["cpu_s"] for s in result.get("context_switches", [])]
             flops = conv_flops(cfg["base"], cfg["batch"] if mode == "train" else 1, cfg["size"])
             flops *= 3 if mode == "train" else 1          # backward ≈ 2× forward (dX and dW)
             row = {"config": name, "mode": mode, **cfg, "kernel": kernel or "default"}
@@ -306,6 +317,10 @@ def run(configs=None, repeats=3, steps=5, warmup=2, threads=2, out_dir="bench_ou
                 row[f"{f}_spread_ms"] = [1000 * min(medians[f]), 1000 * max(medians[f])]
                 row[f"{f}_gflops"] = flops / med / 1e9
                 row[f"{f}_peak_rss_mb"] = max(peaks[f])
+                if involuntary[f]:
+                    # ru_nivcsw: the times the kernel took a core from one of the process's threads
+                    row[f"{f}_nivcsw_per_step"] = statistics.median(involuntary[f])
+                    row[f"{f}_cpu_s_per_step"] = statistics.median(cpu_seconds[f])
             if "torch" in frameworks:
                 row["time_ratio"] = row["tinyseg_ms"] / row["torch_ms"]
                 row["memory_ratio"] = row["tinyseg_peak_rss_mb"] / row["torch_peak_rss_mb"]
@@ -320,25 +335,46 @@ def _format_row(row) -> str:
     if "torch_ms" in row:
         text += (f"  torch {row['torch_ms']:8.1f} ms  ratio {row['time_ratio']:.2f}  "
                  f"memory {row['tinyseg_peak_rss_mb']:.0f}/{row['torch_peak_rss_mb']:.0f} MB")
+    if "tinyseg_nivcsw_per_step" in row:
+        text += f"  involuntary switches/step {row['tinyseg_nivcsw_per_step']:.0f}"
+        if "torch_nivcsw_per_step" in row:
+            text += f" vs {row['torch_nivcsw_per_step']:.0f}"
     return text
 
 
 def markdown_table(rows) -> str:
     has_torch = any("torch_ms" in r for r in rows)
+    has_switches = any("tinyseg_nivcsw_per_step" in r for r in rows)
     head = "| config | mode | tinyseg ms (min–max) | GFLOP/s | peak RSS MB |"
+    if has_switches:
+        head += " invol. switches / CPU s per step |"
     if has_torch:
-        head += " PyTorch ms (min–max) | GFLOP/s | peak RSS MB | time ratio | memory ratio |"
+        head += " PyTorch ms (min–max) | GFLOP/s | peak RSS MB |"
+        if has_switches:
+            head += " invol. switches / CPU s per step |"
+        head += " time ratio | memory ratio |"
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in rows:
         s = r["tinyseg_spread_ms"]
         line = (f"| {r['config']} | {r['mode']} | {r['tinyseg_ms']:.1f} ({s[0]:.1f}–{s[1]:.1f}) | "
                 f"{r['tinyseg_gflops']:.1f} | {r['tinyseg_peak_rss_mb']:.0f} |")
+        if has_switches:
+            line += _switches_cell(r, "tinyseg")
         if "torch_ms" in r:
             t = r["torch_spread_ms"]
             line += (f" {r['torch_ms']:.1f} ({t[0]:.1f}–{t[1]:.1f}) | {r['torch_gflops']:.1f} | "
-                     f"{r['torch_peak_rss_mb']:.0f} | {r['time_ratio']:.2f} | {r['memory_ratio']:.2f} |")
+                     f"{r['torch_peak_rss_mb']:.0f} |")
+            if has_switches:
+                line += _switches_cell(r, "torch")
+            line += f" {r['time_ratio']:.2f} | {r['memory_ratio']:.2f} |"
         lines.append(line)
     return "\n".join(lines)
+
+
+def _switches_cell(row, framework) -> str:
+    if f"{framework}_nivcsw_per_step" not in row:
+        return " – |"
+    return f" {row[f'{framework}_nivcsw_per_step']:.0f} / {row[f'{framework}_cpu_s_per_step']:.2f} |"
 
 
 def write_reports(rows, out_dir, threads):
@@ -491,6 +527,70 @@ def layers_markdown(rows, kernels) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- the tuning cache
+
+def tune_worker(base, batch, size) -> dict:
+    """One training step and one single-image inference of the reference U-Net with tuning on.
+
+    Every convolution shape they meet is measured (or read from the cache): afterwards the
+    benchmark's workers, with the same thread counts, find every choice in the cache.
+    """
+    import tinyseg as ts
+    from . import backend, tuning
+    backend.set_tuning(True)
+    _configure_tinyseg()
+    model = tinyseg_model(base)
+    x, y = tinyseg_data(batch, size)
+    tinyseg_loss(model, x, y).backward()
+    model.eval()
+    with ts.no_grad():
+        model(ts.Tensor(x[:1]))
+    key = tuning.machine_key()
+    return {"key": key, "file": str(tuning.TUNER.path(key)), "measured": tuning.TUNER.measured,
+            "decisions": {name.split("/", 1)[1]: entry for name, entry in tuning.TUNER.decisions.items()}}
+
+
+def tune(configs=None, threads=2, out_dir="bench_out", log=print) -> list[dict]:
+    """Fill this machine's tuning cache for the benchmark U-Nets (``tinyseg bench --tune``), one
+    process per config with the benchmark's thread counts; writes tuning.md / tuning.json."""
+    configs = configs or list(CONFIGS)
+    results = []
+    for name in configs:
+        cfg = CONFIGS[name]
+        cmd = [sys.executable, "-m", "tinyseg.bench", "tune", str(cfg["base"]), str(cfg["batch"]), str(cfg["size"])]
+        env = dict(_worker_env(threads), TINYSEG_TUNE="1")
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"tuning worker failed: {' '.join(cmd)}\n{out.stderr[-2000:]}")
+        result = dict(json.loads(out.stdout.strip().splitlines()[-1]), config=name)
+        results.append(result)
+        winners = [entry["winner"] for entry in result["decisions"].values()]
+        log(f"{name}: {len(winners)} choices ({result['measured']} measured now, the rest from the cache "
+            f"{result['file']}): " + ", ".join(f"{w} {winners.count(w)}" for w in sorted(set(winners))))
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "tuning.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(out_dir, "tuning.md"), "w") as f:
+        f.write(tuning_markdown(results) + "\n")
+    return results
+
+
+def tuning_markdown(results) -> str:
+    """The machine key, then one line per decision: the winner and every candidate's median (ms)."""
+    lines = []
+    if results:
+        key = results[0]["key"]
+        lines.append(f"Machine: {key['cpu']}, ISA {' '.join(key['isa']) or '?'}, OpenBLAS core {key.get('blas')}, "
+                     f"threads {key['threads']}, NumPy {key['numpy']}, Numba {key['numba']}")
+        lines.append("")
+    lines += ["| config | decision | winner | candidates (median ms) |", "| --- | --- | --- | --- |"]
+    for result in results:
+        for decision, entry in result["decisions"].items():
+            times = ", ".join(f"{name} {ms:.2f}" for name, ms in sorted(entry["ms"].items(), key=lambda kv: kv[1]))
+            lines.append(f"| {result['config']} | {decision} | {entry['winner']} | {times} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tinyseg.bench")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -504,9 +604,14 @@ def main(argv=None):
     for name in ("base", "batch", "size", "repeats"):
         layers.add_argument(name, type=int)
     layers.add_argument("kernels")
+    tuner = sub.add_parser("tune")
+    for name in ("base", "batch", "size"):
+        tuner.add_argument(name, type=int)
     args = parser.parse_args(argv)
     if args.cmd == "worker":
         result = worker(args.framework, args.mode, args.base, args.batch, args.size, args.steps, args.warmup)
+    elif args.cmd == "tune":
+        result = tune_worker(args.base, args.batch, args.size)
     else:
         result = layer_worker(args.framework, args.base, args.batch, args.size, args.repeats, args.kernels.split(","))
     print(json.dumps(result))

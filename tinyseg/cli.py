@@ -414,7 +414,9 @@ def _bench(args) -> int:
         bench_gpu.run(device=args.bench_device or "cpu", quick=args.quick, out_dir=args.out,
                       cpu_kernels=args.cpu_kernels)
         return 0
-    if args.layers:
+    if args.tune:
+        bench.tune(configs=args.configs, threads=args.threads, out_dir=args.out)
+    elif args.layers:
         bench.run_layers(configs=args.configs, repeats=args.repeats, threads=args.threads, out_dir=args.out)
     else:
         bench.run(configs=args.configs, repeats=args.repeats, steps=args.steps, threads=args.threads,
@@ -529,6 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="bench_out")
     p.add_argument("--layers", action="store_true", help="per-layer conv timings of every kernel instead")
+    p.add_argument("--tune", action="store_true",
+                   help="fill this machine's cache of measured kernel choices for the benchmark U-Nets "
+                        "(what 'auto' otherwise measures on first use; tinyseg/tuning.py) and list them")
     p.add_argument("--kernel", default=None, help="tinyseg's conv2d kernel (default: auto)")
     p.add_argument("--block-mb", type=float, default=None, help="conv work-block size in MB (default: 32)")
     # dest is not "device": without a GPU, `bench --device cuda` says so and runs the CPU part

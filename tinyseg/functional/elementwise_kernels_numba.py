@@ -19,8 +19,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .. import threads
+
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
+threads.configure()
 
 # ReLU works on the flattened array in chunks of this many elements: one chunk per
 # parallel iteration, and a plain inner loop that the compiler vectorises.

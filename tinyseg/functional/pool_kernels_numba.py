@@ -36,8 +36,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .. import threads
+
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
+threads.configure()
 
 
 @njit(cache=True, inline="always")

@@ -40,8 +40,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .. import threads
+
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
+threads.configure()
 
 # Output rows per parallel iteration: each iteration allocates one scratch row, and
 # enough rows share it that the allocation does not show.

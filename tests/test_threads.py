@@ -1,0 +1,69 @@
+"""Thread pools (tinyseg/threads.py): cores available, OpenBLAS through ctypes, both pools capped."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tinyseg import threads
+
+
+def test_available_cores_is_within_the_machine():
+    assert 1 <= threads.available_cores() <= (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("text, expected", [("200000 100000\n", 2.0), ("150000 100000", 1.5), ("max 100000", None)])
+def test_cgroup_v2_quota(tmp_path, text, expected):
+    (tmp_path / "cpu.max").write_text(text)
+    assert threads._cgroup_quota(paths=(str(tmp_path / "cpu.max"),)) == expected
+
+
+def test_cgroup_v1_quota_and_absent_files(tmp_path):
+    (tmp_path / "quota").write_text("300000\n")
+    (tmp_path / "period").write_text("100000\n")
+    assert threads._cgroup_quota(paths=((str(tmp_path / "quota"), str(tmp_path / "period")),)) == 3.0
+    (tmp_path / "quota").write_text("-1\n")
+    assert threads._cgroup_quota(paths=((str(tmp_path / "quota"), str(tmp_path / "period")),)) is None
+    assert threads._cgroup_quota(paths=(str(tmp_path / "absent"),)) is None
+
+
+def test_openblas_threads_are_read_set_and_restored():
+    before = threads.blas_threads()
+    if before is None:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS this module can drive")
+    assert threads.blas_core()
+    with threads.blas_limit(1):
+        assert threads.blas_threads() == 1
+        a = np.ones((64, 64))
+        np.testing.assert_allclose(a @ a, 64.0)
+    assert threads.blas_threads() == before
+
+
+def test_configure_caps_both_pools_and_picks_the_workqueue_layer():
+    import numba
+    counts = threads.configure()
+    assert set(counts) == {"cores", "blas", "numba"}
+    assert counts["numba"] <= counts["cores"]
+    if counts["blas"] is not None and "OPENBLAS_NUM_THREADS" not in os.environ:
+        assert counts["blas"] <= counts["cores"]
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        from tinyseg.functional import conv_kernels_numba
+        cols = np.empty((1, 9, 16))
+        conv_kernels_numba.im2col(np.ones((1, 1, 4, 4)), 3, 3, 1, 1, 1, 1, 1, 1, 4, 0, 1, 0, 4, cols)
+        assert numba.threading_layer() == "workqueue"
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2,
+                    reason="needs CPU affinity and 2 cores")
+def test_import_caps_thread_counts_at_the_cores_the_process_may_use():
+    """A process pinned to one core: NumPy's OpenBLAS and Numba get 1 thread, not os.cpu_count()."""
+    code = ("import os, tinyseg, numpy, numba; from tinyseg import threads; "
+            "print(os.environ['OPENBLAS_NUM_THREADS'], os.environ['NUMBA_NUM_THREADS'], threads.blas_threads(), "
+            "numba.config.NUMBA_NUM_THREADS)")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
+    fields = out.stdout.split()
+    assert fields[:2] == ["1", "1"] and fields[3] == "1"
+    assert fields[2] in ("1", "None")
