@@ -347,37 +347,42 @@ def plot_roofline(points, peaks, path=None, title="roofline") -> Figure:
     return _save(fig, path, dpi=120)
 
 
-def plot_thread_map(owner, path=None, title="which thread computes each output", block_of=None,
-                    labels=None) -> Figure:
-    """A 2-D map of who computed each output element: colour by block, the thread number written in.
+def plot_thread_map(owner, path=None, title="which thread computes each output", colour_by=None,
+                    labels=None, cell=0.42, fontsize=None, xlabel="output column j", ylabel="output row i",
+                    separators=()) -> Figure:
+    """A 2-D map of who computed each output element: a colour per group of threads, a label per cell.
 
-    owner     (H, W) int array: the global thread index that wrote each output (-1: none).
-    block_of  (H, W) int array: the block of that thread (colour); default: one colour per owner.
-    labels    (H, W) array of strings written in the cells (default: the owner).
-    Used by docs/img/gen_gpu_pictures.py, which records owners by running a kernel under
-    ``cuda_emulation()`` with an output that stores thread indices.
+    owner      (H, W) int array: the thread that wrote each element (-1: nobody; drawn white).
+    colour_by  (H, W) int array: what the colour shows (a block, a thread...); default: owner.
+    labels     (H, W) array of strings written in the cells (default: owner; None entries: no text).
+    separators column positions where a vertical rule is drawn (between panels of a figure).
+    Drawn from the owner maps of ``tinyseg.cuda.trace.thread_owners`` by
+    docs/img/gen_gpu_pictures.py (the pictures of docs/gpu.md).
     """
     owner = np.asarray(owner)
-    colour_key = np.asarray(block_of) if block_of is not None else owner
+    key = np.asarray(colour_by) if colour_by is not None else owner
     H, W = owner.shape
-    fig = _new_figure(figsize=(0.42 * W + 1.2, 0.42 * H + 0.9))
+    fig = _new_figure(figsize=(cell * W + 1.4, cell * H + 1.1))
     ax = fig.subplots()
-    distinct = {v: i for i, v in enumerate(sorted(set(colour_key.ravel().tolist())))}
+    distinct = {v: i for i, v in enumerate(sorted(set(key[owner >= 0].ravel().tolist())))}
     palette = colormaps["tab20"]
     picture = np.ones((H, W, 3))
-    for (i, j), v in np.ndenumerate(colour_key):
+    for (i, j), v in np.ndenumerate(key):
         if owner[i, j] >= 0:
             picture[i, j] = palette(distinct[v] % 20)[:3]
     ax.imshow(picture, interpolation="nearest")
     text = labels if labels is not None else owner.astype(str)
+    size = fontsize or (8 if W <= 12 else 6 if W <= 30 else 4.5)
     for (i, j), value in np.ndenumerate(owner):
-        if value >= 0:
-            ax.text(j, i, str(text[i, j]), ha="center", va="center", fontsize=6.5 if W > 12 else 8)
-    ax.set_xticks(range(W))
-    ax.set_yticks(range(H))
+        if value >= 0 and text[i, j] is not None:
+            ax.text(j, i, str(text[i, j]), ha="center", va="center", fontsize=size)
+    for x in separators:
+        ax.axvline(x - 0.5, color="black", lw=1.5)
+    ax.set_xticks(range(0, W, 1 if W <= 32 else 8))
+    ax.set_yticks(range(0, H, 1 if H <= 32 else 8))
     ax.tick_params(labelsize=6)
-    ax.set_xlabel("output column j")
-    ax.set_ylabel("output row i")
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path, dpi=110)
