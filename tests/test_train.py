@@ -177,3 +177,32 @@ def test_check_data_reports_the_folder(png_folder, capsys):
     assert main(["check-data", str(png_folder)]) == 0
     out = capsys.readouterr().out
     assert "Pairs:" in out and "0, 255" in out
+
+
+def test_best_checkpoint_is_the_improving_epochs_file_without_a_second_write(tmp_path, monkeypatch):
+    import os
+    trainer = make_trainer(tmp_path, epochs=1)
+    trainer.fit()
+    assert os.path.samefile(tmp_path / "last.npz", tmp_path / "best.npz")      # one write, two names
+    best_epoch = ts.load(tmp_path / "best.npz")["epoch"]
+    trainer.config.epochs = 2
+    monkeypatch.setattr(trainer, "validate", lambda: {"val_loss": 1.0, "val_dice": -1.0, "val_iou": 0.0,
+                                                      "val_fg_pred": 1, "val_fg_true": 1})
+    trainer.fit()                      # not an improvement: last.npz is replaced, best.npz keeps its file
+    assert not os.path.samefile(tmp_path / "last.npz", tmp_path / "best.npz")
+    assert ts.load(tmp_path / "best.npz")["epoch"] == best_epoch == 1
+    assert ts.load(tmp_path / "last.npz")["epoch"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if "tmp" in p.name) == []
+
+
+def test_best_checkpoint_is_saved_again_where_hard_links_fail(tmp_path, monkeypatch):
+    import os
+
+    def no_links(*args):
+        raise OSError("links not supported here")
+
+    monkeypatch.setattr(os, "link", no_links)
+    trainer = make_trainer(tmp_path, epochs=1)
+    trainer.fit()
+    assert not os.path.samefile(tmp_path / "last.npz", tmp_path / "best.npz")
+    assert ts.load(tmp_path / "best.npz")["epoch"] == 1

@@ -258,7 +258,7 @@ class Trainer:
                 self._write_history()
                 self.save_checkpoint(os.path.join(self.out_dir, "last.npz"))
                 if improved:
-                    self.save_checkpoint(os.path.join(self.out_dir, "best.npz"))
+                    self._keep_as_best(os.path.join(self.out_dir, "last.npz"), os.path.join(self.out_dir, "best.npz"))
             if c.early_stopping and self.epochs_without_improvement >= c.early_stopping:
                 self.log(f"early stopping: no better validation Dice for {c.early_stopping} epochs "
                          f"(best {self.best_dice:.4f})")
@@ -322,6 +322,19 @@ class Trainer:
                                    f"was written{kept}. Try a lower learning rate (--lr), or check the data for "
                                    f"NaN/inf values")
         save(state, path)
+
+    def _keep_as_best(self, last, best):
+        """best.npz := the checkpoint just written to last.npz, without writing it again: a hard
+        link to last's file (the next save of last.npz puts a new file under that name, so
+        best keeps this one); a second save where links are not supported."""
+        temporary = best + ".link.tmp"
+        try:
+            if os.path.lexists(temporary):
+                os.remove(temporary)
+            os.link(last, temporary)
+            os.replace(temporary, best)
+        except OSError:
+            self.save_checkpoint(best)
 
     def resume(self, path):
         """Restore everything from a checkpoint written by ``save_checkpoint``."""

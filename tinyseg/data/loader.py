@@ -11,9 +11,12 @@ in the middle of an epoch with the same batches.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .io import DataError
+from .prefetch import Prefetcher
 
 # Tags keep the shuffling and augmentation streams apart for the same (seed, epoch).
 _ORDER_STREAM, _AUGMENT_STREAM = 0, 1
@@ -167,6 +170,11 @@ class DataLoader:
                j >= round(B · (1 - fraction)) are loaded with ``force_foreground=True``, which
                the transform's ``RandomCrop`` turns into a crop centred on a random foreground
                pixel. Needs a ``transforms.Transform`` that crops; 0 (default) forces nothing.
+    prefetch:  batches read and augmented ahead on a background thread while the caller
+               computes (default 2; 0: load each batch when asked). The batches are the same
+               either way: each is a function of (seed, epoch, position) only. The thread stops
+               when iteration ends or the iterator is closed or dropped (``prefetch.py``);
+               the transform must not launch Numba-parallel kernels (tinyseg's are NumPy).
 
     Iterating runs through the rest of the current epoch and then moves to the next, so
     ``for epoch in ...: for images, masks in loader: ...`` sees a new order each epoch.
@@ -175,7 +183,7 @@ class DataLoader:
     """
 
     def __init__(self, dataset, batch_size: int, shuffle: bool = True, seed: int = 0, transform=None,
-                 drop_last: bool = False, oversample_foreground: float = 0.0):
+                 drop_last: bool = False, oversample_foreground: float = 0.0, prefetch: int = 2):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if len(dataset) == 0:
@@ -194,6 +202,9 @@ class DataLoader:
             raise ValueError("oversample_foreground needs a transform that crops (a transforms.RandomCrop, "
                              f"alone or in a Compose), got {transform!r}")
         self.oversample_foreground = float(oversample_foreground)
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be 0 (off) or a number of batches, got {prefetch}")
+        self.prefetch = int(prefetch)
         self.epoch = 0
         self.next_batch = 0
 
@@ -238,19 +249,31 @@ class DataLoader:
         first = int(round(batch_length * (1 - self.oversample_foreground)))
         return [self.oversample_foreground > 0 and j >= first for j in range(batch_length)]
 
+    def load_batch(self, b: int, epoch: int, order) -> tuple:
+        """Batch ``b`` of epoch ``epoch`` (visiting ``order``): a function of those alone."""
+        indices = order[b * self.batch_size:(b + 1) * self.batch_size]
+        items = [self.load_item(int(i), epoch, force) for i, force in zip(indices, self.forced(len(indices)))]
+        return self._collate(items, indices)
+
     def __iter__(self):
         epoch, order = self.epoch, self.order(self.epoch)
         num_batches = len(self)
-        for b in range(self.next_batch, num_batches):
-            indices = order[b * self.batch_size:(b + 1) * self.batch_size]
-            items = [self.load_item(int(i), epoch, force) for i, force in zip(indices, self.forced(len(indices)))]
-            # Advance before yielding, so a state_dict taken after receiving this batch
-            # resumes with the next one (or the next epoch after the last batch).
-            if b + 1 == num_batches:
-                self.epoch, self.next_batch = epoch + 1, 0
-            else:
-                self.next_batch = b + 1
-            yield self._collate(items, indices)
+        positions = range(self.next_batch, num_batches)
+        load = functools.partial(self.load_batch, epoch=epoch, order=order)
+        batches = Prefetcher(load, positions, self.prefetch) if self.prefetch and len(positions) > 1 else map(
+            load, positions)
+        try:
+            for b, batch in zip(positions, batches):
+                # Advance before yielding, so a state_dict taken after receiving this batch
+                # resumes with the next one (or the next epoch after the last batch).
+                if b + 1 == num_batches:
+                    self.epoch, self.next_batch = epoch + 1, 0
+                else:
+                    self.next_batch = b + 1
+                yield batch
+        finally:
+            if isinstance(batches, Prefetcher):
+                batches.close()
 
     def _collate(self, items, indices):
         shapes = [image.shape for image, _ in items]
