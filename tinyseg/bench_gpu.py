@@ -532,14 +532,27 @@ def op_cases(config: Config = FULL) -> list[Case]:
 # ----------------------------------------------------------------------------- where kernels run, and timers
 
 
+# A warm-up call longer than this ends the warm-up: a kernel that slow (v1's weight
+# gradient on the 256² layers, a CPU step) has long passed its first-call costs.
+LONG_CALL_S = 0.5
+
+
+def _warm_up_calls(fn, count, synchronize=lambda: None):
+    for _ in range(count):
+        start = time.perf_counter()
+        fn()
+        synchronize()
+        if time.perf_counter() - start > LONG_CALL_S:
+            return
+
+
 class WallClockTimer:
     """CPU work: ``time.perf_counter`` around each call."""
 
     name = "wall clock"
 
     def __call__(self, fn, warmup, repeats, budget_s):
-        for _ in range(warmup):
-            fn()
+        _warm_up_calls(fn, warmup)
         times, spent = [], 0.0
         while len(times) < max(1, repeats) and (not times or spent < budget_s):
             start = time.perf_counter()
@@ -561,8 +574,7 @@ class CudaEventTimer:
 
     def __call__(self, fn, warmup, repeats, budget_s):
         cp = self.cp
-        for _ in range(warmup):
-            fn()
+        _warm_up_calls(fn, warmup, cp.cuda.Device(0).synchronize)
         cp.cuda.Device(0).synchronize()
         times, spent = [], 0.0
         while len(times) < max(1, repeats) and (not times or spent < budget_s):
@@ -586,8 +598,7 @@ class TorchCudaTimer:
 
     def __call__(self, fn, warmup, repeats, budget_s):
         torch = self.torch
-        for _ in range(warmup):
-            fn()
+        _warm_up_calls(fn, warmup, torch.cuda.synchronize)
         torch.cuda.synchronize()
         times, spent = [], 0.0
         while len(times) < max(1, repeats) and (not times or spent < budget_s):
@@ -1063,52 +1074,63 @@ def run_steps(config, regs, places, torch, torch_gpu, timer, quick, log, step_ke
         row.update(status="ERROR", message=_short(exc))
     steps.append(row)
     log(_format_step(row))
-    cpu_choices = []
-    if len(places) == 1:                      # device "cpu": the plain NumPy kernels, and every conv kernel
-        cpu_choices.append(("reference", {op: reference_name(reg) for op, reg in all_regs.items()}))
-        cpu_choices += [(name, {"conv2d": name}) for name in sorted(regs.get("conv2d", {}))
-                        if not is_gpu_kernel(name) and name not in (DEFAULT_NAME, reference_name(regs["conv2d"]))]
-    for label, choice in [c for c in cpu_choices if wanted(c[0])]:
-        row = _step_row(label, "cpu", _describe_choice(choice), flops)
-        steps.append(_measure_step(row, lambda c=choice: _tinyseg_step_parts(config, cpu_place, c), reference,
-                                   cpu_timer, warmup, repeats, budget))
+
+    def tinyseg_on(place, label, choice):
+        row = _step_row(f"{label} (GPU)" if label == "auto" else label, place.where, _describe_choice(choice), flops)
+        with place.context():
+            steps.append(_measure_step(row, lambda: _tinyseg_step_parts(config, place, choice), reference,
+                                       place.timer, place.warmup, min(place.repeats, 5), place.budget_s * 5))
         log(_format_step(steps[-1]))
+
+    def pytorch_on(label, torch_device, tf32):
+        if not wanted(label):
+            return
+        if tf32 is not None:
+            set_torch_tf32(torch, tf32)
+            torch.backends.cudnn.benchmark = True
+        row = _step_row(label, "gpu" if torch_device == "cuda" else "cpu", "PyTorch", flops)
+        if torch_device == "cuda":
+            counts, torch_timer = ((1, 1) if quick else (2, 5)), timer or TorchCudaTimer(torch)
+        else:                                 # after its check; once on a GPU run, as tinyseg's CPU step
+            counts, torch_timer = ((0, 1) if len(places) > 1 else (warmup, repeats)), cpu_timer
+        steps.append(_measure_step(row, lambda: _torch_step_parts(config, torch, torch_device), reference,
+                                   torch_timer, *counts, budget, TF32_TOLERANCE if tf32 else STEP_TOLERANCE))
+        log(_format_step(steps[-1]))
+        if tf32:
+            set_torch_tf32(torch, False)
+
+    # The GPU's default and PyTorch + cuDNN first (the headline comparison), then each
+    # kernel name, the slowest expected last (v1, Numba CUDA): a run cut short loses least.
     for place in places[1:]:
         names = sorted({n for reg in regs.values() for n in reg if is_gpu_kernel(n)})
         if place.where == "emulation":
             names = [n for n in names if n != "cupy"]
-            choices = [(n, c) for n, c in _gpu_choices(all_regs, names) if n != "auto"]
-        else:
-            choices = _gpu_choices(all_regs, names)
-        for label, choice in [c for c in choices if wanted(c[0])]:
-            row = _step_row(f"{label} (GPU)" if label == "auto" else label, place.where, _describe_choice(choice),
-                            flops)
-            with place.context():
-                steps.append(_measure_step(row, lambda c=choice, p=place: _tinyseg_step_parts(config, p, c),
-                                           reference, place.timer, place.warmup, min(place.repeats, 5),
-                                           place.budget_s * 5))
-            log(_format_step(steps[-1]))
+        choices = sorted(_gpu_choices(all_regs, names), key=lambda c: _step_priority(c[0]))
+        if place.where == "emulation":
+            choices = [c for c in choices if c[0] != "auto"]
+        for k, (label, choice) in enumerate([c for c in choices if wanted(c[0])]):
+            tinyseg_on(place, label, choice)
+            if k == 0 and place.where == "gpu" and torch_gpu and torch is not None:
+                pytorch_on("torch cuDNN", "cuda", False)
+                pytorch_on("torch cuDNN TF32", "cuda", True)
     if torch is not None:
-        runs = [("torch CPU", "cpu", cpu_timer, None)]
-        if torch_gpu:
-            runs += [("torch cuDNN", "cuda", timer or TorchCudaTimer(torch), False),
-                     ("torch cuDNN TF32", "cuda", timer or TorchCudaTimer(torch), True)]
-        for label, torch_device, torch_timer, tf32 in [r for r in runs if wanted(r[0])]:
-            if tf32 is not None:
-                set_torch_tf32(torch, tf32)
-                torch.backends.cudnn.benchmark = True
-            row = _step_row(label, "gpu" if torch_device == "cuda" else "cpu", "PyTorch", flops)
-            if torch_device == "cuda":
-                counts = (1, 1) if quick else (2, 5)
-            else:                             # after its check; once on a GPU run, as tinyseg's CPU step
-                counts = (0, 1) if len(places) > 1 else (warmup, repeats)
-            steps.append(_measure_step(row, lambda d=torch_device: _torch_step_parts(config, torch, d), reference,
-                                       torch_timer, *counts, budget, TF32_TOLERANCE if tf32 else STEP_TOLERANCE))
+        pytorch_on("torch CPU", "cpu", None)
+    if len(places) == 1:                      # device "cpu": the plain NumPy kernels, and every conv kernel
+        cpu_choices = [("reference", {op: reference_name(reg) for op, reg in all_regs.items()})]
+        cpu_choices += [(name, {"conv2d": name}) for name in sorted(regs.get("conv2d", {}))
+                        if not is_gpu_kernel(name) and name not in (DEFAULT_NAME, reference_name(regs["conv2d"]))]
+        for label, choice in [c for c in cpu_choices if wanted(c[0])]:
+            row = _step_row(label, "cpu", _describe_choice(choice), flops)
+            steps.append(_measure_step(row, lambda c=choice: _tinyseg_step_parts(config, cpu_place, c), reference,
+                                       cpu_timer, warmup, repeats, budget))
             log(_format_step(steps[-1]))
-        if torch_gpu:
-            set_torch_tf32(torch, False)
     _add_step_ratios(steps)
     return steps
+
+
+def _step_priority(label):
+    """Order of the GPU steps: the default, the hand-written CUDA C and CuPy, then v1, then Numba CUDA."""
+    return label != "auto", "numba" in label, "v1" in label, label
 
 
 def _add_speedups(rows, case):
