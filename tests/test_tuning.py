@@ -192,11 +192,11 @@ def test_auto_tunes_each_primitive_among_cpu_kernels_only(tuner):
     primitives = sorted(d.split("/")[2].split()[0] for d in tuner.decisions)
     assert primitives == ["forward", "input_grad", "weight_grad"]
     for entry in tuner.decisions.values():
-        assert set(entry["ms"]) == {"im2col", "numba-im2col", "winograd"}      # never a GPU kernel
+        assert set(entry["ms"]) == {"im2col", "numba-im2col", "winograd", "direct"}      # never a GPU kernel
     assert tuner.measured == 3
 
 
-@pytest.mark.parametrize("winner", ["im2col", "numba-im2col", "winograd"])
+@pytest.mark.parametrize("winner", ["im2col", "numba-im2col", "winograd", "direct"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_results_are_the_same_whichever_kernel_wins(tuner, monkeypatch, winner, dtype):
     """Every primitive made to pick ``winner``: forward and gradients equal the reference (float rounding)."""
@@ -230,3 +230,11 @@ def test_winograd_is_no_candidate_when_its_kernel_would_not_fit_half_a_block():
     geometry = conv._ConvGeometry.for_conv2d((16, 16), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1))
     assert "winograd" in conv._tuning_candidates(geometry, "forward", 64, 64, 4)
     assert "winograd" not in conv._tuning_candidates(geometry, "forward", 1024, 1024, 4)
+
+
+def test_direct_convolution_is_a_candidate_for_thin_stride_1_layers_only():
+    geometry = conv._ConvGeometry.for_conv2d((16, 16), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1))
+    strided = conv._ConvGeometry.for_conv2d((16, 16), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1))
+    assert "direct" in conv._tuning_candidates(geometry, "weight_grad", 16, 32, 4)
+    assert "direct" not in conv._tuning_candidates(geometry, "forward", 128, 16, 4)
+    assert "direct" not in conv._tuning_candidates(strided, "forward", 16, 16, 4)

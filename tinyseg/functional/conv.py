@@ -376,6 +376,45 @@ class WinogradKernel(NumbaIm2colKernel):
         return conv_winograd.weight_grad(x, grad, geometry, lambda shape: _scratch(np, x, shape), BLOCK_BYTES)
 
 
+class DirectKernel(NumbaIm2colKernel):
+    """A direct convolution for thin layers (few channels), stride 1: no im2col matrix, no GEMM.
+
+    With 16 channels the im2col GEMMs are (16 × 144)·(144 × pixels) products, too thin
+    for OpenBLAS to reach its speed, and building the matrix writes 9× the input. The
+    compiled loop (``conv_kernels_numba.direct_forward``) instead reads each input row
+    once per kernel row and feeds it to 8 output channels at a time, vectorised along
+    the output row, register-blocked over output channels and pixels (oneDNN's
+    approach, without its JIT). Forward, the stride-1 input gradient (the forward of dY
+    with the flipped kernel, as for im2col) and the weight gradient
+    (``direct_weight_grad``); strided convolutions go to numba-im2col. NumPy arrays only.
+    "auto" picks it where it measures fastest (tinyseg/tuning.py).
+    """
+
+    name = "direct"
+
+    @classmethod
+    def forward(cls, x, weight, geometry):
+        if backend.get_array_module(x) is not np or geometry.stride != (1, 1):
+            return super().forward(x, weight, geometry)
+        from . import conv_kernels_numba as compiled
+        (top, _), (left, _) = geometry.padding
+        y = np.empty((x.shape[0], weight.shape[0], *geometry.output_size), dtype=x.dtype)
+        compiled.direct_forward(np.ascontiguousarray(x), np.ascontiguousarray(weight), top, left,
+                                *geometry.dilation, y)
+        return y
+
+    @classmethod
+    def weight_grad(cls, x, grad, geometry):
+        if backend.get_array_module(x) is not np or geometry.stride != (1, 1):
+            return super().weight_grad(x, grad, geometry)
+        from . import conv_kernels_numba as compiled
+        (top, _), (left, _) = geometry.padding
+        dw = np.empty((grad.shape[1], x.shape[1], *geometry.kernel), dtype=x.dtype)
+        compiled.direct_weight_grad(np.ascontiguousarray(x), np.ascontiguousarray(grad), top, left,
+                                    *geometry.dilation, dw)
+        return dw
+
+
 class AutoKernel(WinogradKernel):
     """The default on the CPU: per convolution, the kernel measured fastest for its shape.
 
@@ -465,7 +504,14 @@ def _tuning_candidates(geometry, primitive, in_channels, out_channels, itemsize)
     names = ["im2col", "numba-im2col"]
     if conv_winograd.applies(geometry) and 16 * out_channels * in_channels * itemsize <= BLOCK_BYTES // 2:
         names.append("winograd")
+    if geometry.stride == (1, 1) and max(in_channels, out_channels) <= DIRECT_MAX_CHANNELS:
+        names.append("direct")
     return names
+
+
+# The widest layer "direct" competes for (its loops do C·k_h·k_w·O multiply-adds per output
+# pixel without a GEMM's cache blocking: a candidate for thin layers only).
+DIRECT_MAX_CHANNELS = 64
 
 
 def _tuned_kernel(primitive, a, b, geometry, in_channels, out_channels):
@@ -536,8 +582,8 @@ class NumbaCudaV1Kernel(NumbaCudaKernel):
 # Kernels by name: ``backend.use_kernel("conv2d", name)`` selects one; both conv2d and
 # conv_transpose2d are built from the three primitives of the selected kernel. The
 # teaching version, "im2col", stays runnable; "auto" picks per shape.
-CONV2D_KERNELS = {kernel.name: kernel for kernel in (Im2colKernel, NumbaIm2colKernel, WinogradKernel, AutoKernel,
-                                                     NumbaCudaKernel, NumbaCudaV1Kernel)}
+CONV2D_KERNELS = {kernel.name: kernel for kernel in (Im2colKernel, NumbaIm2colKernel, WinogradKernel, DirectKernel,
+                                                     AutoKernel, NumbaCudaKernel, NumbaCudaV1Kernel)}
 DEFAULT_CONV2D_KERNEL = "auto"
 
 

@@ -184,3 +184,114 @@ def winograd_output_transform_adjoint(dy, tiles_h, tiles_w, g0, g1, dM):
                     dM[4 * a + 1, o, first + j] = c0 + c1
                     dM[4 * a + 2, o, first + j] = c0 - c1
                     dM[4 * a + 3, o, first + j] = -c1
+
+
+# ----- direct convolution for thin layers (few channels): no im2col matrix, no GEMM
+
+# Output channels computed together: one input row, loaded once, feeds this many accumulators.
+DIRECT_BLOCK = 8
+
+
+@njit(parallel=True, cache=True)
+def direct_forward(x, w, top, left, dilation_h, dilation_w, y):
+    """y[n,o,i,j] = Σ_c Σ_u Σ_v w[o,c,u,v] · x[n,c, i + d_h·u − top, j + d_w·v − left] (0 outside x), stride 1.
+
+    One parallel task per (sample, output row, block of DIRECT_BLOCK output channels):
+    register blocking over output channels and pixels. For each input channel and kernel
+    row, the padded input row is copied once into ``row``; for each kernel column the
+    loop over the output row (j, innermost, contiguous: LLVM vectorises it to the
+    machine's width, AVX2 or AVX-512) multiplies one loaded input value into 8
+    accumulator rows with 8 weights held in registers. A negative top/left crops (the
+    flipped-kernel input gradient). x (N, C, H, W), w (O, C, k_h, k_w) -> y (N, O, H', W').
+    """
+    N, C, H, W = x.shape
+    O, kernel_h, kernel_w = w.shape[0], w.shape[2], w.shape[3]
+    out_h, out_w = y.shape[2], y.shape[3]
+    width = out_w + dilation_w * (kernel_w - 1)
+    blocks = (O + DIRECT_BLOCK - 1) // DIRECT_BLOCK
+    for task in prange(N * out_h * blocks):
+        n = task // (out_h * blocks)
+        i = (task // blocks) % out_h
+        o0 = (task % blocks) * DIRECT_BLOCK
+        count = min(DIRECT_BLOCK, O - o0)
+        acc = np.zeros((DIRECT_BLOCK, out_w), dtype=y.dtype)
+        row = np.empty(width, dtype=x.dtype)
+        a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
+        a4, a5, a6, a7 = acc[4], acc[5], acc[6], acc[7]
+        q_lo = min(max(left, 0), width)              # row[q] = x[.., q − left] for q_lo <= q < q_hi, else 0
+        q_hi = max(q_lo, min(W + left, width))
+        row[:q_lo] = 0
+        row[q_hi:] = 0
+        for c in range(C):
+            for u in range(kernel_h):
+                r = i + dilation_h * u - top
+                if r < 0 or r >= H:
+                    continue
+                row[q_lo:q_hi] = x[n, c, r, q_lo - left:q_hi - left]
+                for v in range(kernel_w):
+                    line = row[dilation_w * v:dilation_w * v + out_w]
+                    if count == DIRECT_BLOCK:
+                        w0, w1, w2, w3 = w[o0, c, u, v], w[o0 + 1, c, u, v], w[o0 + 2, c, u, v], w[o0 + 3, c, u, v]
+                        w4, w5, w6, w7 = w[o0 + 4, c, u, v], w[o0 + 5, c, u, v], w[o0 + 6, c, u, v], w[o0 + 7, c, u, v]
+                        for j in range(out_w):
+                            value = line[j]
+                            a0[j] += w0 * value
+                            a1[j] += w1 * value
+                            a2[j] += w2 * value
+                            a3[j] += w3 * value
+                            a4[j] += w4 * value
+                            a5[j] += w5 * value
+                            a6[j] += w6 * value
+                            a7[j] += w7 * value
+                    else:
+                        for b in range(count):
+                            weight = w[o0 + b, c, u, v]
+                            accumulator = acc[b]
+                            for j in range(out_w):
+                                accumulator[j] += weight * line[j]
+        for b in range(count):
+            y[n, o0 + b, i, :] = acc[b]
+
+
+@njit(parallel=True, cache=True)
+def direct_weight_grad(x, dy, top, left, dilation_h, dilation_w, dw):
+    """dw[o,c,u,v] = Σ_n Σ_i Σ_j dy[n,o,i,j] · x[n,c, i + d_h·u − top, j + d_w·v − left] (0 outside x), stride 1.
+
+    One parallel task per (input channel c, kernel row u): its dw[:, c, u, :] has one
+    writer. The products are accumulated per output pixel column j (acc[o, v, j],
+    vectorised along j, with no reordering of a reduction), and each column sum is
+    added in a fixed order at the end: the same result for any thread count.
+    x (N, C, H, W), dy (N, O, H', W') -> dw (O, C, k_h, k_w).
+    """
+    N, C, H, W = x.shape
+    O, out_h, out_w = dy.shape[1], dy.shape[2], dy.shape[3]
+    kernel_h, kernel_w = dw.shape[2], dw.shape[3]
+    width = out_w + dilation_w * (kernel_w - 1)
+    for task in prange(C * kernel_h):
+        c = task // kernel_h
+        u = task - c * kernel_h
+        acc = np.zeros((O, kernel_w, out_w), dtype=dw.dtype)
+        row = np.empty(width, dtype=x.dtype)
+        q_lo = min(max(left, 0), width)
+        q_hi = max(q_lo, min(W + left, width))
+        row[:q_lo] = 0
+        row[q_hi:] = 0
+        for n in range(N):
+            for i in range(out_h):
+                r = i + dilation_h * u - top
+                if r < 0 or r >= H:
+                    continue
+                row[q_lo:q_hi] = x[n, c, r, q_lo - left:q_hi - left]
+                for o in range(O):
+                    gradient = dy[n, o, i]
+                    for v in range(kernel_w):
+                        line = row[dilation_w * v:dilation_w * v + out_w]
+                        accumulator = acc[o, v]
+                        for j in range(out_w):
+                            accumulator[j] += gradient[j] * line[j]
+        for o in range(O):
+            for v in range(kernel_w):
+                total = acc[o, v, 0]
+                for j in range(1, out_w):
+                    total += acc[o, v, j]
+                dw[o, c, u, v] = total
