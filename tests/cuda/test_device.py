@@ -82,7 +82,7 @@ def test_unet_step_on_the_device_matches_the_cpu(device):
     for a, b in zip(weights_gpu, weights_cpu):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     # The "auto" kernels on device arrays launched hand-written CUDA C.
-    assert "relu_forward<float>" in records.kernels()
+    assert "bias_relu_forward<float>" in records.kernels() and "relu_backward<float>" in records.kernels()
     assert {launch.where for launch in records.launches} == {"gpu"}
 
 
