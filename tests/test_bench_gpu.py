@@ -233,3 +233,25 @@ def test_relative_error_flags_shape_and_nan_mismatches():
     b[0, 0] = np.nan
     assert bench_gpu.relative_error(b, a) == math.inf
     assert bench_gpu.relative_error((a, a * 2), (a, a * 2.02)) == pytest.approx(0.02 / 2.02, rel=1e-5)
+
+
+def test_the_report_states_the_issues_three_targets():
+    def step(kernel, where, ms):
+        return {"kernel": kernel, "where": where, "status": "ok", "ms": ms, "kernels": "", "flops": 1e12,
+                "spread_ms": [ms, ms]}
+
+    def conv(kernel, ms):
+        return {"op": "conv2d", "primitive": "forward", "shape": "s", "count": 2, "kernel": kernel, "where": "gpu",
+                "status": "ok", "ms": ms, "flops": 1e12, "bytes": 1e10}
+
+    h200 = vars(bench_gpu.peaks_for_name("NVIDIA H200"))
+    result = {"meta": {"peaks": {"gpu": h200}},
+              "steps": [step("auto", "cpu", 30_000.0), step("auto (GPU)", "gpu", 500.0), step("cuda", "gpu", 400.0),
+                        step("torch cuDNN", "gpu", 250.0), step("torch cuDNN TF32", "gpu", 160.0)],
+              "rows": [conv("cuda_v3", 60.0), conv("cuda_v1", 600.0), conv("cuda_im2col", 50.0)]}
+    lines = bench_gpu.targets(result)
+    assert "(cuda) 400.0 ms = **1.60×** PyTorch + cuDNN" in lines[0] and "2.50× with TF32 on" in lines[0]
+    assert "**75×** faster" in lines[1]
+    # per step: 2 calls of 60 ms against 2 of 50 ms; 2 TFLOP in 0.12 s = 16,667 GFLOP/s at 100 FLOP/byte
+    assert "(cuda_v3) 120.0 ms = **1.20×** im2col + cuBLAS (100.0 ms" in lines[2]
+    assert "16,667 GFLOP/s, 25% of its roof (compute-bound at 100 FLOP/byte)" in lines[2]

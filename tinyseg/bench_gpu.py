@@ -1218,6 +1218,44 @@ def kernel_summary(rows) -> list[dict]:
     return list(groups.values())
 
 
+def targets(result) -> list[str]:
+    """The GPU issue's three targets, from a run's steps and per-kernel totals (those it measured)."""
+    steps = [s for s in result["steps"] if s.get("status") == "ok"]
+    gpu_steps = [s for s in steps if s["where"] == "gpu" and not s["kernel"].startswith("torch")]
+    by_label = {s["kernel"]: s for s in steps}
+    lines = []
+    if gpu_steps:
+        best = min(gpu_steps, key=lambda s: s["ms"])
+        cudnn, tf32, cpu = by_label.get("torch cuDNN"), by_label.get("torch cuDNN TF32"), by_label.get("auto")
+        if cudnn:
+            text = (f"training step: tinyseg's fastest GPU path ({best['kernel']}) {best['ms']:.1f} ms = "
+                    f"**{best['ms'] / cudnn['ms']:.2f}×** PyTorch + cuDNN, TF32 off ({cudnn['ms']:.1f} ms; "
+                    f"target ≤ 2×)")
+            if tf32:
+                text += f"; {best['ms'] / tf32['ms']:.2f}× with TF32 on ({tf32['ms']:.1f} ms)"
+            lines.append(text)
+        if cpu:
+            lines.append(f"GPU step against the CPU step (tinyseg's default, {cpu['ms']:.0f} ms): "
+                         f"**{cpu['ms'] / best['ms']:.0f}×** faster (target ≥ 30×)")
+    conv = {g["kernel"]: g for g in kernel_summary(result["rows"])
+            if g["op"] == "conv2d" and g["where"] == "gpu" and g["complete"] and g["ms"] > 0}
+    hand_written = [g for name, g in conv.items() if name.startswith("cuda") and name != "cuda_im2col"]
+    if hand_written and "cuda_im2col" in conv:
+        best = min(hand_written, key=lambda g: g["ms"])
+        gemm = conv["cuda_im2col"]
+        text = (f"convolutions of one step (forward, input and weight gradients, every layer shape): best "
+                f"hand-written CUDA C ({best['kernel']}) {best['ms']:.1f} ms = **{best['ms'] / gemm['ms']:.2f}×** "
+                f"im2col + cuBLAS ({gemm['ms']:.1f} ms; target ≤ 1.5×)")
+        peak = result["meta"]["peaks"].get("gpu", {})
+        if peak.get("fp32_gflops") and peak.get("bandwidth_gbs"):
+            roof = attainable_gflops(best["intensity"], peak["fp32_gflops"], peak["bandwidth_gbs"])
+            text += (f"; {best['gflops']:,.0f} GFLOP/s, {100 * best['gflops'] / roof:.0f}% of its roof "
+                     f"({bound_by(best['intensity'], peak['fp32_gflops'], peak['bandwidth_gbs'])}-bound at "
+                     f"{best['intensity']:.0f} FLOP/byte)")
+        lines.append(text)
+    return lines
+
+
 def markdown_report(result) -> str:
     meta, rows, steps = result["meta"], result["rows"], result["steps"]
     lines = [f"# tinyseg kernel benchmark: {meta['config']} ({'quick' if meta['quick'] else 'full'})", ""]
@@ -1233,10 +1271,13 @@ def markdown_report(result) -> str:
         if p["fp32_gflops"]:
             lines.append(f"- {where} roofs: {p['fp32_gflops']:,.0f} GFLOP/s FP32, "
                          f"{p['bandwidth_gbs'] or float('nan'):,.0f} GB/s ({p['source']})")
-    lines.append(f"- timers: " + ", ".join(f"{k}: {v}" for k, v in meta["timers"].items())
+    lines.append("- timers: " + ", ".join(f"{k}: {v}" for k, v in meta["timers"].items())
                  + "; each result checked against the CPU reference kernel first (WRONG: disagrees, not timed; "
                    "ERROR: raised)")
     lines.append("")
+    headline = targets(result)
+    if headline:
+        lines += ["## Against the GPU issue's targets", ""] + [f"- {line}" for line in headline] + [""]
     if steps:
         lines += ["## Training step (forward, backward, Adam)", "",
                   "| kernels | where | ms (min–max) | conv GFLOP/s | × CPU | ÷ PyTorch cuDNN | check |",
