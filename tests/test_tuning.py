@@ -29,6 +29,12 @@ class FakeClock:
         return run
 
 
+@pytest.fixture(autouse=True)
+def quiet_machine(monkeypatch):
+    """Every Tuner made here sees an idle machine unless a test says otherwise (the real load varies)."""
+    monkeypatch.setattr(tuning, "_load_per_core", lambda: 0.0)
+
+
 @pytest.fixture
 def key():
     return {"cpu": "Test CPU", "isa": ["avx2"], "threads": {"cores": 2, "blas": 2, "numba": 2}, "numpy": "x"}
@@ -36,7 +42,7 @@ def key():
 
 def test_the_fastest_candidate_wins_and_is_cached_on_disk(tmp_path, key):
     clock, calls = FakeClock(), []
-    tuner = tuning.Tuner(directory=tmp_path, clock=clock, key=key)
+    tuner = tuning.Tuner(directory=tmp_path, clock=clock, key=key, load_per_core=lambda: 0.5)
     runs = {"slow": clock.candidate(0.003, calls, "slow"), "fast": clock.candidate(0.001, calls, "fast")}
     assert tuner.choose("conv2d", "forward C16", runs) == "fast"
     assert tuner.measured == 1
@@ -45,14 +51,25 @@ def test_the_fastest_candidate_wins_and_is_cached_on_disk(tmp_path, key):
     data = json.loads(files[0].read_text())
     assert data["key"] == key
     entry = data["choices"]["conv2d/forward C16"]
-    assert entry["winner"] == "fast" and entry["ms"] == {"slow": 3.0, "fast": 1.0}
+    assert entry["winner"] == "fast" and entry["ms"] == {"slow": 3.0, "fast": 1.0} and entry["load_per_core"] == 0.5
 
     # Later calls in the process, and a new process (a new Tuner), read the choice without measuring.
     calls.clear()
     assert tuner.choose("conv2d", "forward C16", runs) == "fast"
-    fresh = tuning.Tuner(directory=tmp_path, clock=clock, key=key)
+    fresh = tuning.Tuner(directory=tmp_path, clock=clock, key=key, load_per_core=lambda: 0.5)
     assert fresh.choose("conv2d", "forward C16", runs) == "fast"
     assert calls == [] and fresh.measured == 0
+
+
+def test_a_choice_measured_on_a_busy_machine_is_not_written(tmp_path, key):
+    clock, calls = FakeClock(), []
+    runs = {"a": clock.candidate(0.002, calls, "a"), "b": clock.candidate(0.001, calls, "b")}
+    busy = tuning.Tuner(directory=tmp_path, clock=clock, key=key, load_per_core=lambda: 8.0)
+    assert busy.choose("op", "d", runs) == "b" and busy.choose("op", "d", runs) == "b"
+    assert busy.measured == 1 and not list(tmp_path.iterdir())         # held for this process only
+    forced = tuning.Tuner(directory=tmp_path, clock=clock, key=key, load_per_core=lambda: 8.0, store_when_busy=True)
+    forced.choose("op", "d", runs)
+    assert json.loads(forced.path(key).read_text())["choices"]["op/d"]["load_per_core"] == 8.0
 
 
 def test_choices_of_other_processes_are_kept_when_writing(tmp_path, key):

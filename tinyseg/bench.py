@@ -538,6 +538,7 @@ def tune_worker(base, batch, size) -> dict:
     import tinyseg as ts
     from . import backend, tuning
     backend.set_tuning(True)
+    tuning.TUNER.store_when_busy = True          # asked for: written even if the machine is busy
     _configure_tinyseg()
     model = tinyseg_model(base)
     x, y = tinyseg_data(batch, size)
