@@ -32,6 +32,12 @@ def device(monkeypatch):
     """'cuda', backed by the real CuPy when a GPU is here, else by the stand-in."""
     if not REAL_GPU:
         monkeypatch.setattr(backend, "_cupy", gpu_standin.build())
+        # The GPU's conv "auto" times every candidate on first use of a shape: emulated, that
+        # is seconds per layer, and the stand-in's times say nothing of a GPU. Here it
+        # ranks them without running (tests/functional/test_conv_cuda.py tests the choice).
+        from tinyseg.functional import conv_kernels_cuda
+        rank = {name: i for i, name in enumerate(conv_kernels_cuda.GPU_AUTO_CANDIDATES)}
+        monkeypatch.setattr(conv_kernels_cuda, "cuda_event_timer", lambda name, run: float(rank[name]))
         yield "cuda"
         for key in [k for k in cuda._modules if k[1]]:      # modules built by the stand-in
             del cuda._modules[key]
