@@ -189,10 +189,12 @@ def winograd_output_transform_adjoint(dy, tiles_h, tiles_w, g0, g1, dM):
 # ----- direct convolution for thin layers (few channels): no im2col matrix, no GEMM
 
 # Output channels computed together: one input row, loaded once, feeds this many accumulators.
+# fastmath "contract" only lets LLVM fuse each multiply and add into one FMA instruction
+# (one rounding instead of two); no reassociation, so the order of the sums is as written.
 DIRECT_BLOCK = 8
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath={"contract"})
 def direct_forward(x, w, top, left, dilation_h, dilation_w, y):
     """y[n,o,i,j] = Σ_c Σ_u Σ_v w[o,c,u,v] · x[n,c, i + d_h·u − top, j + d_w·v − left] (0 outside x), stride 1.
 
@@ -228,6 +230,31 @@ def direct_forward(x, w, top, left, dilation_h, dilation_w, y):
                 if r < 0 or r >= H:
                     continue
                 row[q_lo:q_hi] = x[n, c, r, q_lo - left:q_hi - left]
+                if count == DIRECT_BLOCK and kernel_w == 3:
+                    # The three kernel columns at once: 3 loads and 24 multiply-adds per
+                    # load/store of the 8 accumulators (the loop's limit is the stores).
+                    l0 = row[0:out_w]
+                    l1 = row[dilation_w:dilation_w + out_w]
+                    l2 = row[2 * dilation_w:2 * dilation_w + out_w]
+                    w00, w01, w02 = w[o0, c, u, 0], w[o0, c, u, 1], w[o0, c, u, 2]
+                    w10, w11, w12 = w[o0 + 1, c, u, 0], w[o0 + 1, c, u, 1], w[o0 + 1, c, u, 2]
+                    w20, w21, w22 = w[o0 + 2, c, u, 0], w[o0 + 2, c, u, 1], w[o0 + 2, c, u, 2]
+                    w30, w31, w32 = w[o0 + 3, c, u, 0], w[o0 + 3, c, u, 1], w[o0 + 3, c, u, 2]
+                    w40, w41, w42 = w[o0 + 4, c, u, 0], w[o0 + 4, c, u, 1], w[o0 + 4, c, u, 2]
+                    w50, w51, w52 = w[o0 + 5, c, u, 0], w[o0 + 5, c, u, 1], w[o0 + 5, c, u, 2]
+                    w60, w61, w62 = w[o0 + 6, c, u, 0], w[o0 + 6, c, u, 1], w[o0 + 6, c, u, 2]
+                    w70, w71, w72 = w[o0 + 7, c, u, 0], w[o0 + 7, c, u, 1], w[o0 + 7, c, u, 2]
+                    for j in range(out_w):
+                        v0, v1, v2 = l0[j], l1[j], l2[j]
+                        a0[j] += w00 * v0 + w01 * v1 + w02 * v2
+                        a1[j] += w10 * v0 + w11 * v1 + w12 * v2
+                        a2[j] += w20 * v0 + w21 * v1 + w22 * v2
+                        a3[j] += w30 * v0 + w31 * v1 + w32 * v2
+                        a4[j] += w40 * v0 + w41 * v1 + w42 * v2
+                        a5[j] += w50 * v0 + w51 * v1 + w52 * v2
+                        a6[j] += w60 * v0 + w61 * v1 + w62 * v2
+                        a7[j] += w70 * v0 + w71 * v1 + w72 * v2
+                    continue
                 for v in range(kernel_w):
                     line = row[dilation_w * v:dilation_w * v + out_w]
                     if count == DIRECT_BLOCK:
@@ -253,14 +280,16 @@ def direct_forward(x, w, top, left, dilation_h, dilation_w, y):
             y[n, o0 + b, i, :] = acc[b]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath={"contract", "reassoc"})
 def direct_weight_grad(x, dy, top, left, dilation_h, dilation_w, dw):
     """dw[o,c,u,v] = Σ_n Σ_i Σ_j dy[n,o,i,j] · x[n,c, i + d_h·u − top, j + d_w·v − left] (0 outside x), stride 1.
 
     One parallel task per (input channel c, kernel row u): its dw[:, c, u, :] has one
-    writer. The products are accumulated per output pixel column j (acc[o, v, j],
-    vectorised along j, with no reordering of a reduction), and each column sum is
-    added in a fixed order at the end: the same result for any thread count.
+    writer. For each output row, the dot products of dY's row with the k_w shifted
+    input rows are vectorised reductions ("reassoc" lets LLVM keep vector partial sums
+    in registers: two loads per multiply-add and no stores); each row's sums are added
+    into float64 totals in row order. The order is fixed by the code, not by the
+    threads: the same result for any thread count.
     x (N, C, H, W), dy (N, O, H', W') -> dw (O, C, k_h, k_w).
     """
     N, C, H, W = x.shape
@@ -270,7 +299,7 @@ def direct_weight_grad(x, dy, top, left, dilation_h, dilation_w, dw):
     for task in prange(C * kernel_h):
         c = task // kernel_h
         u = task - c * kernel_h
-        acc = np.zeros((O, kernel_w, out_w), dtype=dw.dtype)
+        totals = np.zeros((O, kernel_w), dtype=np.float64)
         row = np.empty(width, dtype=x.dtype)
         q_lo = min(max(left, 0), width)
         q_hi = max(q_lo, min(W + left, width))
@@ -286,12 +315,10 @@ def direct_weight_grad(x, dy, top, left, dilation_h, dilation_w, dw):
                     gradient = dy[n, o, i]
                     for v in range(kernel_w):
                         line = row[dilation_w * v:dilation_w * v + out_w]
-                        accumulator = acc[o, v]
-                        for j in range(out_w):
-                            accumulator[j] += gradient[j] * line[j]
+                        partial = gradient[0] * line[0]
+                        for j in range(1, out_w):
+                            partial += gradient[j] * line[j]
+                        totals[o, v] += partial
         for o in range(O):
             for v in range(kernel_w):
-                total = acc[o, v, 0]
-                for j in range(1, out_w):
-                    total += acc[o, v, j]
-                dw[o, c, u, v] = total
+                dw[o, c, u, v] = totals[o, v]
