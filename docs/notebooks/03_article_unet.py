@@ -22,7 +22,7 @@
 # - how to measure a network's receptive field with autograd;
 # - how both train on tinyseg's synthetic phantoms, in a short run.
 #
-# **Time:** about 20 minutes to read; the code runs in about 2–3 minutes on a 2-core CPU
+# **Time:** about 20 minutes to read; the code runs in under 3 minutes on a 2-core CPU
 # (most of it the training run at the end).
 #
 # Code: `tinyseg/models/seed.py` (the article's network), `tinyseg/models/unet.py` (the
@@ -195,12 +195,16 @@ for name, count in counts.items():
     print(f"{name:<58}{count:>12,}")
 print(f"{'by hand, from the layer shapes above':<58}{by_hand:>12,}")
 assert by_hand == seed_net.num_parameters()
+deepest = sum(m.num_parameters() for m in (paper_net.encoder[4], paper_net.ups[0], paper_net.decoder[0]))
+print(f"UNet / unet_seed parameters: {paper_net.num_parameters() / seed_net.num_parameters():.2f}; "
+      f"the UNet's bottleneck and first decoder level hold {deepest / paper_net.num_parameters():.0%} of its")
 
 # %% [markdown]
 # The as-written network has exactly the repaired one's parameters: a concatenation's
 # channel count does not depend on the spatial size, so every layer of the listing is well
-# defined; only the wiring fails. The paper's network has about 3.7 times as many, most of
-# them in the 1024-channel bottleneck and the first up-step.
+# defined; only the wiring fails. The paper's network has several times as many (the
+# ratio is printed above), most of them in its deepest layers: the 1024-channel
+# bottleneck and the first decoder level, where the channels are widest.
 #
 # ### Receptive field
 #
@@ -289,7 +293,7 @@ for name, layers in zip(fields, (seed_layers, paper_layers, transpose_layers)):
 # a 2-core CPU in about two minutes both networks are **narrower**: the same wiring with
 # 8 filters in the first level instead of 64 (`unet_seed(base_channels=8)`,
 # `UNet(base_channels=8, depth=4)`), on 48×48 images, 80 steps of 6 images. The loss is BCE + soft Dice:
-# with BCE alone, a lesion covering ~4 % of the pixels keeps a short run predicting
+# with BCE alone, a lesion covering a few percent of the pixels keeps a short run predicting
 # "background" everywhere (notebook 4 shows why accuracy then still looks excellent).
 
 # %%
