@@ -78,3 +78,16 @@ def test_stored_notebook_is_current(source):
     assert stored.metadata.get("tinyseg", {}).get("fast") is False, \
         f"{stored_path.name} was not built with full settings; {rebuild} (without --fast)"
     assert stored_path.stat().st_size < 2_000_000, f"{stored_path.name} is over 2 MB: lower the figure DPI"
+
+
+def test_real_data_notebook_falls_back_without_data(tmp_path):
+    """Notebook 5 runs where the ISBI data are absent (CI): phantoms, and a message that says so."""
+    _require("jupytext", "nbclient", "nbformat", "ipykernel")
+    source = NOTEBOOKS / "05_real_data_isbi.py"
+    if not source.is_file():
+        pytest.skip("docs/notebooks/05_real_data_isbi.py is not there")
+    notebook = build.execute(source, fast=True, timeout=300, mpl_backend="Agg",
+                             extra_env={"TINYSEG_DATA": str(tmp_path / "no_such_folder")})
+    printed = "".join(out.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                      for out in cell.get("outputs", []))
+    assert "DATA WERE NOT FOUND" in printed and "synthetic phantoms" in printed

@@ -49,11 +49,12 @@ def code_cells(notebook) -> list[str]:
 
 
 def execute(path: Path, fast: bool, timeout: int = 3600, kernel_name: str = "python3",
-            mpl_backend: str = "module://matplotlib_inline.backend_inline"):
+            mpl_backend: str = "module://matplotlib_inline.backend_inline", extra_env: dict | None = None):
     """Run the notebook source ``path`` in a fresh kernel; return the executed notebook.
 
     ``mpl_backend`` becomes the kernel's MPLBACKEND: the inline backend stores pictures in
-    the notebook; the tests pass "Agg", which draws nothing on screen.
+    the notebook; the tests pass "Agg", which draws nothing on screen. ``extra_env`` adds
+    environment variables for the kernel (e.g. TINYSEG_DATA).
 
     Raises ``nbclient.exceptions.CellExecutionError`` (which shows the failing cell and its
     traceback) on the first cell that raises.
@@ -69,6 +70,7 @@ def execute(path: Path, fast: bool, timeout: int = 3600, kernel_name: str = "pyt
         env[FAST_ENV] = "1"
     else:
         env.pop(FAST_ENV, None)
+    env.update(extra_env or {})
     client = NotebookClient(notebook, timeout=timeout, kernel_name=kernel_name,
                             resources={"metadata": {"path": str(path.parent)}})
     client.execute(env=env)     # a fresh kernel, started with this environment
