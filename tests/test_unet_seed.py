@@ -167,3 +167,19 @@ def test_summary_lists_every_layer_and_the_total():
     assert "conv4     (1, 16, 4, 4)" in text and "up7       (1, 2, 32, 32)" in text
     assert "pool4" not in text
     assert f"{unet_seed(base_channels=2).num_parameters():,}" in text.splitlines()[-1]
+
+
+def test_a_trained_seed_unet_checkpoint_loads_as_the_article_network(tmp_path):
+    from tinyseg.data import ArrayDataset, DataLoader
+    from tinyseg.train import TrainConfig, Trainer
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((4, 1, 16, 16)).astype(np.float32)
+    masks = (rng.random((4, 16, 16)) > 0.5).astype(np.int64)
+    loader = DataLoader(ArrayDataset(images, masks), 2)
+    model = ts.models.unet_seed(base_channels=2)
+    trainer = Trainer(model, loader, loader, TrainConfig(epochs=1, batch_size=2, progress=False), out_dir=str(tmp_path))
+    trainer.fit()
+    reloaded, _ = ts.models.from_checkpoint(tmp_path / "last.npz")
+    assert type(reloaded).__name__ == "SeedUNet" and not reloaded.as_written
+    for a, b in zip(reloaded.parameters(), model.parameters()):
+        np.testing.assert_array_equal(a.data, b.data)

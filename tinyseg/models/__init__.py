@@ -1,9 +1,10 @@
 """Models built from tinyseg.nn layers."""
+from .seed import SeedUNet
 from .unet import UNet, unet_seed
 
 
 def from_checkpoint(path):
-    """(model, checkpoint) from a training checkpoint: the U-Net rebuilt from its stored
+    """(model, checkpoint) from a training checkpoint: the U-Net (or unet_seed's network) rebuilt from its stored
     configuration, with the stored weights loaded, in eval mode. Weights holding NaN or
     Inf are refused (ValueError naming the first such tensor)."""
     from ..serialization import load, require_finite
@@ -12,10 +13,12 @@ def from_checkpoint(path):
         raise ValueError(f"{path}: not a tinyseg training checkpoint (expected 'model' and 'model_config' entries, "
                          f"found {sorted(state)})")
     require_finite(state["model"], path)
-    model = UNet(**state["model_config"])
+    config = state["model_config"]
+    # The article's network (SeedUNet) is the one whose configuration says as_written.
+    model = SeedUNet(**config) if "as_written" in config else UNet(**config)
     model.load_state_dict(state["model"])
     model.eval()
     return model, state
 
 
-__all__ = ["UNet", "unet_seed", "from_checkpoint"]
+__all__ = ["UNet", "SeedUNet", "unet_seed", "from_checkpoint"]
