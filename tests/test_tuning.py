@@ -255,3 +255,27 @@ def test_direct_convolution_is_a_candidate_for_thin_stride_1_layers_only():
     assert "direct" in conv._tuning_candidates(geometry, "weight_grad", 16, 32, 4)
     assert "direct" not in conv._tuning_candidates(geometry, "forward", 128, 16, 4)
     assert "direct" not in conv._tuning_candidates(strided, "forward", 16, 16, 4)
+
+
+@pytest.mark.parametrize("winner", ["numpy", "numba"])
+def test_relu_is_tuned_per_primitive_and_gives_the_same_results(tuner, monkeypatch, winner):
+    monkeypatch.setattr(tuner, "measure", lambda runs: {n: 0.0 if n == winner else 1.0 for n in runs})
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 4, 32, 32)).astype(np.float32)         # 2^13 elements
+    b = rng.standard_normal(4).astype(np.float32)
+    xt = ts.Tensor(x, requires_grad=True)
+    y = F.relu(xt)
+    y.backward(np.ones_like(x))
+    np.testing.assert_array_equal(y.numpy(), np.maximum(x, 0))
+    np.testing.assert_array_equal(xt.grad, (x > 0).astype(np.float32))
+    from tinyseg.functional import activation
+    np.testing.assert_array_equal(activation.AutoReluKernel.forward_with_bias(x, b, np),
+                                  np.maximum(x + b.reshape(1, -1, 1, 1), 0))
+    decisions = {d.split("/", 1)[1]: e for d, e in tuner.decisions.items()}
+    assert {d.split()[0] for d in decisions} == {"relu/forward", "relu/backward", "relu/forward_with_bias"}
+    assert all(set(e["ms"]) == {"numpy", "numba"} and e["winner"] == winner for e in decisions.values())
+
+
+def test_small_relus_are_not_measured(tuner):
+    F.relu(ts.Tensor(np.ones((4, 4), np.float32)))
+    assert tuner.decisions == {}

@@ -6,6 +6,7 @@ derivations are in docs/math/activations_norm_losses.md, section "Activations".
 """
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
@@ -165,29 +166,38 @@ class CudaReluKernel:
 
 
 class AutoReluKernel:
-    """CPU: numba for arrays of at least AUTO_RELU_NUMBA_MIN_ELEMENTS elements, numpy below.
+    """CPU: numpy below AUTO_RELU_NUMBA_MIN_ELEMENTS elements (a few µs either way); from
+    there, with tuning on (the default, tinyseg/tuning.py), the kernel measured fastest on
+    this machine per primitive, dtype and size class, and with tuning off numba.
     GPU: the hand-written CUDA kernel (memory-bound either way; its backward is one pass).
     """
 
     name = "auto"
 
     @staticmethod
-    def _kernel(a, xp):
+    def _kernel(a, xp, primitive=None, args=()):
         if xp is not np:
             return CudaReluKernel
+        from .. import tuning
+        if tuning.enabled() and a.size >= AUTO_RELU_NUMBA_MIN_ELEMENTS:
+            # Measured here (tinyseg/tuning.py), per primitive, dtype and size class.
+            candidates = {kernel.name: kernel for kernel in (NumpyReluKernel, NumbaReluKernel)}
+            runs = {name: functools.partial(getattr(kernel, primitive), *args, xp) for name, kernel in candidates.items()}
+            decision = f"{primitive} {np.dtype(a.dtype).name} n{tuning.pixels_class(a.size)}"
+            return candidates[tuning.TUNER.choose("relu", decision, runs)]
         return NumbaReluKernel if a.size >= AUTO_RELU_NUMBA_MIN_ELEMENTS else NumpyReluKernel
 
     @classmethod
     def forward(cls, x, xp):
-        return cls._kernel(x, xp).forward(x, xp)
+        return cls._kernel(x, xp, "forward", (x,)).forward(x, xp)
 
     @classmethod
     def backward(cls, grad, y, xp):
-        return cls._kernel(grad, xp).backward(grad, y, xp)
+        return cls._kernel(grad, xp, "backward", (grad, y)).backward(grad, y, xp)
 
     @classmethod
     def forward_with_bias(cls, z, b, xp):
-        return cls._kernel(z, xp).forward_with_bias(z, b, xp)
+        return cls._kernel(z, xp, "forward_with_bias", (z, b)).forward_with_bias(z, b, xp)
 
 
 RELU_KERNELS = {kernel.name: kernel for kernel in (NumpyReluKernel, NumbaReluKernel, CupyReluKernel,
