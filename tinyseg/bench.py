@@ -286,6 +286,7 @@ def run(configs=None, repeats=3, steps=5, warmup=2, threads=2, out_dir="bench_ou
     """
     configs = configs or list(CONFIGS)
     frameworks = ["tinyseg"] + (["torch"] if torch_available() else [])
+    log(machine_line())
     if len(frameworks) == 1:
         log("PyTorch is not installed: timing tinyseg alone (pip install torch for the comparison)")
     else:
@@ -371,6 +372,16 @@ def markdown_table(rows) -> str:
     return "\n".join(lines)
 
 
+def machine_line() -> str:
+    """CPU model, ISA flags, OpenBLAS core, cores and load: what every figure must be quoted with."""
+    from . import threads as thread_control, tuning
+    model, isa = tuning.cpu_description()
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return (f"machine: {model}, ISA {' '.join(isa) or '?'}, OpenBLAS core {thread_control.blas_core()}, "
+            f"{thread_control.available_cores()} cores available{load}; tuning "
+            f"{'on' if tuning.enabled() else 'off'}")
+
+
 def _switches_cell(row, framework) -> str:
     if f"{framework}_nivcsw_per_step" not in row:
         return " – |"
@@ -379,8 +390,13 @@ def _switches_cell(row, framework) -> str:
 
 def write_reports(rows, out_dir, threads):
     os.makedirs(out_dir, exist_ok=True)
-    meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "threads": threads,
-            "python": platform.python_version(), "numpy": np.__version__}
+    from . import threads as thread_control, tuning
+    model, isa = tuning.cpu_description()
+    meta = {"machine": platform.processor() or platform.machine(), "cpu": model, "isa": isa,
+            "openblas_core": thread_control.blas_core(), "cpus": os.cpu_count(),
+            "cores_available": thread_control.available_cores(), "threads": threads,
+            "python": platform.python_version(), "numpy": np.__version__, "tuning": tuning.enabled(),
+            "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     with open(os.path.join(out_dir, "bench.json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)
     with open(os.path.join(out_dir, "bench.md"), "w") as f:
