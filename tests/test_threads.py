@@ -67,3 +67,15 @@ def test_import_caps_thread_counts_at_the_cores_the_process_may_use():
     fields = out.stdout.split()
     assert fields[:2] == ["1", "1"] and fields[3] == "1"
     assert fields[2] in ("1", "None")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2,
+                    reason="needs CPU affinity and 2 cores")
+def test_more_threads_asked_than_cores_are_lowered_to_the_cores():
+    code = ("import tinyseg, numba; from tinyseg import threads; from tinyseg.functional import conv_kernels_numba; "
+            "print(threads.blas_threads(), numba.get_num_threads())")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="4", NUMBA_NUM_THREADS="4")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
+    blas, numba_threads = out.stdout.split()
+    assert numba_threads == "1" and blas in ("1", "None")

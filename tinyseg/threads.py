@@ -17,7 +17,9 @@ busy while the other one works:
 * Both pools are capped at the cores this process may use: the CPU affinity mask and
   the cgroup CPU quota (a container granted 2 CPUs on a 64-core host sees 64 in
   ``os.cpu_count()``; OpenBLAS and Numba would each start 64 threads there). A smaller
-  count the user asked for (NUMBA_NUM_THREADS, OPENBLAS_NUM_THREADS) is kept.
+  count the user asked for (NUMBA_NUM_THREADS, OPENBLAS_NUM_THREADS) is kept; a larger
+  one is lowered to the cores (two threads per core only take turns, and a parallel
+  region then waits for the thread that was switched out).
 * ``blas_limit(n)`` caps OpenBLAS for a block, for code that calls BLAS from several
   threads of its own (e.g. a data-loading thread next to the training step).
 
@@ -175,13 +177,6 @@ def blas_core() -> str | None:
 
 # ----------------------------------------------------------------------------- both pools
 
-def _user_count(variable):
-    try:
-        return max(1, int(os.environ[variable]))
-    except (KeyError, ValueError):
-        return None
-
-
 _configured = False
 
 
@@ -196,7 +191,7 @@ def configure() -> dict:
         _configured = True
         cores = available_cores()
         blas = blas_threads()
-        if blas is not None and blas > cores and _user_count("OPENBLAS_NUM_THREADS") is None:
+        if blas is not None and blas > cores:      # more threads than cores, asked or not: oversubscription
             set_blas_threads(cores)
         import numba
         if "NUMBA_THREADING_LAYER" not in os.environ:
