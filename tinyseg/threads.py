@@ -11,8 +11,11 @@ busy while the other one works:
 * Numba's threading layer is "workqueue": its idle workers wait on a condition
   variable (they sleep) and it needs no extra library. "omp" (GNU OpenMP) spins idle
   threads for GOMP_SPINCOUNT iterations before sleeping, i.e. against the OpenBLAS
-  product that follows (measured: a Winograd convolution of (1, 64, 256, 256) in
-  680 ms instead of 50 ms); "tbb" needs libtbb, not a dependency. A
+  product that follows (measured on a 2-core Zen 3: a Winograd convolution of
+  (1, 64, 256, 256) in 680 ms instead of 50 ms; on a 2-core Zen 4 at load ~15, a B16
+  single-image inference, 3 alternating processes each: workqueue 1.27–1.73 s and
+  0.44–0.51 CPU-seconds per step, omp with OMP_WAIT_POLICY=PASSIVE 1.83–1.96 s and
+  0.68–0.92 CPU-seconds); "tbb" needs libtbb, not a dependency. A
   NUMBA_THREADING_LAYER the user set is kept.
 * Both pools are capped at the cores this process may use: the CPU affinity mask and
   the cgroup CPU quota (a container granted 2 CPUs on a 64-core host sees 64 in
