@@ -183,11 +183,10 @@ def blas_core() -> str | None:
 _configured = False
 
 
-def configure() -> dict:
+def configure() -> None:
     """Cap OpenBLAS and Numba at the cores available (or the smaller counts the user set); once per process.
 
     Called by the compiled kernels on import, before their first parallel launch.
-    Returns ``counts()``.
     """
     global _configured
     if not _configured:
@@ -204,7 +203,6 @@ def configure() -> dict:
         wanted = min(cores, numba.config.NUMBA_NUM_THREADS)
         if numba.get_num_threads() > wanted:
             numba.set_num_threads(wanted)
-    return counts()
 
 
 def counts() -> dict:

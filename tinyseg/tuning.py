@@ -106,6 +106,34 @@ def _sources_digest() -> str:
 
 def machine_key(threads: dict | None = None) -> dict:
     """What a measured choice depends on: CPU, ISA flags, thread counts, library versions."""
+    return machine_key_and_name(threads)[0]
+
+
+_machine_keys: dict = {}       # thread counts -> (key, key name)
+_current = [None, -math.inf]   # the key for the current thread counts, and when they were read
+
+# Thread counts are re-read at most this often (seconds): a tuned call asks for the key
+# every time, and reading them costs microseconds (Numba's count is a call into its pool).
+COUNTS_MAX_AGE_S = 0.5
+
+
+def machine_key_and_name(threads: dict | None = None) -> tuple[dict, str]:
+    if threads is None:
+        now = time.monotonic()
+        if now - _current[1] <= COUNTS_MAX_AGE_S:
+            return _current[0]
+        from . import threads as thread_control
+        _current[:] = [machine_key_and_name(thread_control.counts()), now]
+        return _current[0]
+    counts = tuple(sorted(threads.items()))
+    found = _machine_keys.get(counts)
+    if found is None:
+        key = {**_static_machine_key(), "threads": dict(threads)}
+        found = _machine_keys[counts] = (key, key_name(key))
+    return found
+
+
+def _static_machine_key() -> dict:
     global _static_key
     if _static_key is None:
         import numpy as np
@@ -119,21 +147,11 @@ def machine_key(threads: dict | None = None) -> dict:
         _static_key = {"cpu": model, "isa": flags, "machine": platform.machine(), "python": platform.python_version(),
                        "numpy": np.__version__, "blas": thread_control.blas_core(), "numba": numba_version,
                        "tinyseg": __version__, "sources": _sources_digest()}
-    if threads is None:
-        from . import threads as thread_control
-        threads = thread_control.counts()
-    return {**_static_key, "threads": threads}
+    return _static_key
 
 
 def key_name(key: dict) -> str:
-    text = json.dumps(key, sort_keys=True)
-    name = _key_names.get(text)
-    if name is None:
-        name = _key_names[text] = hashlib.sha256(text.encode()).hexdigest()[:20]
-    return name
-
-
-_key_names: dict[str, str] = {}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
 class Tuner:
@@ -161,8 +179,8 @@ class Tuner:
         names = list(candidates)
         if len(names) == 1:
             return names[0]
-        key = self.key or machine_key()
-        full = f"{key_name(key)}/{op}/{decision}"
+        key, name = (self.key, key_name(self.key)) if self.key else machine_key_and_name()
+        full = f"{name}/{op}/{decision}"
         entry = self.decisions.get(full)
         if entry is None:
             stored = self._stored(key).get(f"{op}/{decision}")

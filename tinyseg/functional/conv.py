@@ -30,10 +30,10 @@ import math
 
 import numpy as np
 
-from .. import backend
+from .. import backend, threads, tuning
 from ..tensor import Function
 from ._checks import array_of, check_float, check_ndim, check_same_dtype, pair
-from . import conv_kernels_cuda
+from . import conv_kernels_cuda, conv_winograd
 
 
 # ----- the geometry of one convolution
@@ -498,7 +498,6 @@ def _tuning_candidates(geometry, primitive, in_channels, out_channels, itemsize)
     Winograd only where it applies and its transformed kernel U (16·O·C values) takes at
     most half a work block: a memory bound, not a speed rule (AutoKernel's docstring).
     """
-    from . import conv_winograd
     if geometry.is_pointwise or (primitive == "input_grad" and geometry.stride != (1, 1)):
         return ["im2col"]
     names = ["im2col", "numba-im2col"]
@@ -520,7 +519,6 @@ def _tuned_kernel(primitive, a, b, geometry, in_channels, out_channels):
     Shape class: the primitive, channels, kernel, stride, dilation, padding, dtype and the
     batch's output pixels N·H'·W' to half an octave (tinyseg/tuning.py measures, caches).
     """
-    from .. import threads, tuning
     if not tuning.enabled():
         return None
     names = _tuning_candidates(geometry, primitive, in_channels, out_channels, a.itemsize)
@@ -530,7 +528,7 @@ def _tuned_kernel(primitive, a, b, geometry, in_channels, out_channels):
         (top, bottom), (left, right) = geometry.padding
         pixels = a.shape[0] * geometry.output_size[0] * geometry.output_size[1]
         decision = (f"{primitive} C{in_channels} O{out_channels} k{kh}x{kw} s{sh}x{sw} d{dh}x{dw} "
-                    f"p{top},{bottom},{left},{right} {np.dtype(a.dtype).name} NHW{tuning.pixels_class(pixels)}")
+                    f"p{top},{bottom},{left},{right} {a.dtype.name} NHW{tuning.pixels_class(pixels)}")
         runs = {name: functools.partial(getattr(CONV2D_KERNELS[name], primitive), a, b, geometry) for name in names}
         names = [tuning.TUNER.choose("conv2d", decision, runs)]
     return CONV2D_KERNELS[names[0]]
