@@ -529,9 +529,50 @@ def _tuned_kernel(primitive, a, b, geometry, in_channels, out_channels):
         pixels = a.shape[0] * geometry.output_size[0] * geometry.output_size[1]
         decision = (f"{primitive} C{in_channels} O{out_channels} k{kh}x{kw} s{sh}x{sw} d{dh}x{dw} "
                     f"p{top},{bottom},{left},{right} {a.dtype.name} NHW{tuning.pixels_class(pixels)}")
-        runs = {name: functools.partial(getattr(CONV2D_KERNELS[name], primitive), a, b, geometry) for name in names}
+        if (threads.blas_threads() or 1) > 1:
+            names += [name + ONE_BLAS_THREAD for name in names if name != "direct"]
+        runs = {name: functools.partial(getattr(_cpu_kernel(name), primitive), a, b, geometry) for name in names}
         names = [tuning.TUNER.choose("conv2d", decision, runs)]
-    return CONV2D_KERNELS[names[0]]
+    return _cpu_kernel(names[0])
+
+
+# A candidate named "<kernel>+blas1" runs <kernel> with OpenBLAS capped at one thread for
+# the call. Waking a second OpenBLAS thread for every GEMM pays on a quiet machine with
+# large GEMMs; on a busy one (or with thin GEMMs) the caller spin-waits for a thread that
+# waits for a core: measured on the Zen 4 VM at load ~5, a B16 inference took 309 ms
+# with 2 OpenBLAS threads and 46 ms with 1 (Numba on 2 threads in both). The tuner decides.
+ONE_BLAS_THREAD = "+blas1"
+
+
+class _WithOneBlasThread:
+    """``kernel``'s three primitives with OpenBLAS capped at one thread (``threads.blas_limit``)."""
+
+    def __init__(self, kernel):
+        self.kernel, self.name = kernel, kernel.name + ONE_BLAS_THREAD
+
+    def forward(self, x, weight, geometry):
+        with threads.blas_limit(1):
+            return self.kernel.forward(x, weight, geometry)
+
+    def input_grad(self, grad, weight, geometry):
+        with threads.blas_limit(1):
+            return self.kernel.input_grad(grad, weight, geometry)
+
+    def weight_grad(self, x, grad, geometry):
+        with threads.blas_limit(1):
+            return self.kernel.weight_grad(x, grad, geometry)
+
+
+_one_blas_thread_kernels: dict = {}
+
+
+def _cpu_kernel(name):
+    """A CPU kernel by name, "<kernel>+blas1" included."""
+    if not name.endswith(ONE_BLAS_THREAD):
+        return CONV2D_KERNELS[name]
+    if name not in _one_blas_thread_kernels:
+        _one_blas_thread_kernels[name] = _WithOneBlasThread(CONV2D_KERNELS[name[:-len(ONE_BLAS_THREAD)]])
+    return _one_blas_thread_kernels[name]
 
 
 # Where "auto" switches from NumPy's im2col to Numba's (measured, 1 image of C×S²:
