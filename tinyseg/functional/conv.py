@@ -437,31 +437,26 @@ class AutoKernel(WinogradKernel):
     # On NumPy arrays with tuning on (the default): the CPU kernel measured fastest on this
     # machine for the shape class (``_tuned_kernel``); with tuning off, the rules below.
     @classmethod
-    def forward(cls, x, weight, geometry):
-        if backend.get_array_module(x) is not np:
-            return GPU_AUTO.forward(x, weight, geometry)
-        tuned = _tuned_kernel("forward", x, weight, geometry, x.shape[1], weight.shape[0])
+    def _run(cls, primitive, a, b, geometry, in_channels, out_channels):
+        """``primitive`` ("forward", "input_grad" or "weight_grad") of the kernel chosen for (a, b)."""
+        if backend.get_array_module(a) is not np:
+            return getattr(GPU_AUTO, primitive)(a, b, geometry)
+        tuned = _tuned_kernel(primitive, a, b, geometry, in_channels, out_channels)
         if tuned is not None:
-            return tuned.forward(x, weight, geometry)
-        return super().forward(x, weight, geometry)
+            return getattr(tuned, primitive)(a, b, geometry)
+        return getattr(super(AutoKernel, cls), primitive)(a, b, geometry)
+
+    @classmethod
+    def forward(cls, x, weight, geometry):
+        return cls._run("forward", x, weight, geometry, x.shape[1], weight.shape[0])
 
     @classmethod
     def input_grad(cls, grad, weight, geometry):
-        if backend.get_array_module(grad) is not np:
-            return GPU_AUTO.input_grad(grad, weight, geometry)
-        tuned = _tuned_kernel("input_grad", grad, weight, geometry, weight.shape[1], weight.shape[0])
-        if tuned is not None:
-            return tuned.input_grad(grad, weight, geometry)
-        return super().input_grad(grad, weight, geometry)
+        return cls._run("input_grad", grad, weight, geometry, weight.shape[1], weight.shape[0])
 
     @classmethod
     def weight_grad(cls, x, grad, geometry):
-        if backend.get_array_module(x) is not np:
-            return GPU_AUTO.weight_grad(x, grad, geometry)
-        tuned = _tuned_kernel("weight_grad", x, grad, geometry, x.shape[1], grad.shape[1])
-        if tuned is not None:
-            return tuned.weight_grad(x, grad, geometry)
-        return super().weight_grad(x, grad, geometry)
+        return cls._run("weight_grad", x, grad, geometry, x.shape[1], grad.shape[1])
 
     @staticmethod
     def columns(xp, x, geometry, block):
