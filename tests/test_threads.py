@@ -40,7 +40,7 @@ def test_openblas_threads_are_read_set_and_restored():
     assert threads.blas_threads() == before
 
 
-def test_configure_caps_both_pools_and_picks_the_workqueue_layer():
+def test_configure_caps_both_pools_and_picks_a_sleeping_threading_layer():
     import numba
     threads.configure()
     counts = threads.counts()
@@ -52,7 +52,8 @@ def test_configure_caps_both_pools_and_picks_the_workqueue_layer():
         from tinyseg.functional import conv_kernels_numba
         cols = np.empty((1, 9, 16))
         conv_kernels_numba.im2col(np.ones((1, 1, 4, 4)), 3, 3, 1, 1, 1, 1, 1, 1, 4, 0, 1, 0, 4, cols)
-        assert numba.threading_layer() == "workqueue"
+        assert numba.threading_layer() in ("omp", "workqueue")
+        assert "OMP_WAIT_POLICY" in os.environ           # PASSIVE, set by import tinyseg unless the user set it
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2,
@@ -80,3 +81,57 @@ def test_more_threads_asked_than_cores_are_lowered_to_the_cores():
                          preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
     blas, numba_threads = out.stdout.split()
     assert numba_threads == "1" and blas in ("1", "None")
+
+
+# ----- matmul on tinyseg's own threads
+
+@pytest.mark.parametrize("a_shape, b_shape", [
+    ((64, 96), (96, 4000)),            # columns split
+    ((300, 96), (96, 40)),             # rows split (few columns)
+    ((4, 32, 144), (4, 144, 1024)),    # batch split
+    ((32, 144), (3, 144, 2000)),       # broadcast left operand, odd batch: columns split
+    ((16, 24, 40), (40, 24)),          # broadcast right operand
+    ((1, 64, 96), (4, 96, 512)),       # a size-1 batch broadcasts: never sliced as a batch
+    ((3, 5), (5, 7)),                  # too small to split
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_equals_numpy(a_shape, b_shape, dtype):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(a_shape).astype(dtype)
+    b = rng.standard_normal(b_shape).astype(dtype)
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    got = threads.matmul(a, b)
+    assert got.shape == expected.shape and got.dtype == dtype
+    np.testing.assert_allclose(got, expected, rtol=1e-4 if dtype == np.float32 else 1e-12,
+                               atol=1e-3 if dtype == np.float32 else 1e-10)
+    out = np.full(expected.shape, np.nan, dtype=dtype)
+    assert threads.matmul(a, b, out=out) is out
+    np.testing.assert_array_equal(out, got)                     # same parts: the same bits
+
+
+def test_matmul_into_strided_views_and_transposed_operands():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((96, 64)).T                 # (64, 96), Fortran order
+    b = rng.standard_normal((96, 3000))
+    big = np.zeros((64, 3100))
+    threads.matmul(a, b, out=big[:, 50:3050])
+    np.testing.assert_allclose(big[:, 50:3050], a @ b, rtol=1e-12, atol=1e-10)
+    assert not big[:, :50].any() and not big[:, 3050:].any()
+
+
+def test_matmul_restores_openblas_threads_and_raises_errors():
+    before = threads.blas_threads()
+    with pytest.raises(ValueError):
+        threads.matmul(np.ones((64, 100)), np.ones((99, 4000)))
+    assert threads.blas_threads() == before
+
+
+def test_matmul_from_two_threads_at_once():
+    """A second caller while the pool is busy computes its product alone: both results right."""
+    import concurrent.futures
+    rng = np.random.default_rng(2)
+    pairs = [(rng.standard_normal((128, 256)), rng.standard_normal((256, 2048))) for _ in range(8)]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda ab: threads.matmul(*ab), pairs))
+    for (a, b), got in zip(pairs, results):
+        np.testing.assert_allclose(got, a @ b, rtol=1e-12, atol=1e-9)

@@ -209,26 +209,21 @@ def test_auto_tunes_each_primitive_among_cpu_kernels_only(tuner):
     primitives = sorted(d.split("/")[2].split()[0] for d in tuner.decisions)
     assert primitives == ["forward", "input_grad", "weight_grad"]
     kernels = {"im2col", "numba-im2col", "winograd", "direct"}
-    if (threads.blas_threads() or 1) > 1:          # each GEMM kernel also with one OpenBLAS thread
-        kernels |= {"im2col+blas1", "numba-im2col+blas1", "winograd+blas1"}
     for entry in tuner.decisions.values():
         assert set(entry["ms"]) == kernels      # never a GPU kernel
     assert tuner.measured == 3
 
 
-@pytest.mark.parametrize("winner", ["im2col", "numba-im2col", "winograd", "direct", "winograd+blas1",
-                                    "im2col+blas1"])
+@pytest.mark.parametrize("winner", ["im2col", "numba-im2col", "winograd", "direct"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_results_are_the_same_whichever_kernel_wins(tuner, monkeypatch, winner, dtype):
     """Every primitive made to pick ``winner``: forward and gradients equal the reference (float rounding)."""
-    if winner.endswith("+blas1") and (threads.blas_threads() or 1) < 2:
-        pytest.skip("OpenBLAS runs one thread here: no '+blas1' candidates")
     monkeypatch.setattr(tuner, "measure", lambda runs: {n: 0.0 if n == winner else 1.0 for n in runs})
     blas_before = threads.blas_threads()
     x, w, b, dy = (a.astype(dtype) for a in _conv_case(np.random.default_rng(2)))
     y, dx, dw, db = _conv_with_grads(x, w, b, dy, padding=1)
     assert {e["winner"] for e in tuner.decisions.values()} == {winner}
-    assert threads.blas_threads() == blas_before                  # a '+blas1' kernel restores the count
+    assert threads.blas_threads() == blas_before                  # the GEMMs' blas_limit(1) restores the count
     tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
     x64, w64, b64, dy64 = (a.astype(np.float64) for a in (x, w, b, dy))
     np.testing.assert_allclose(y, reference.conv2d(x64, w64, b64, padding=1), **tolerance)

@@ -15,19 +15,16 @@ elements, one chunk per ``prange`` iteration: every element has exactly one writ
 results do not depend on the thread count. The serial version runs the same element
 function in the calling thread, saving the parallel launch on small parameters.
 
-The threading layer is "workqueue" unless NUMBA_THREADING_LAYER says otherwise, as in
-conv_kernels_numba (whose docstring explains why: it coexists with OpenBLAS's threads).
+The threading layer is chosen by ``threads.select_threading_layer`` (tinyseg/threads.py).
 """
 from __future__ import annotations
 
-import os
-
-import numba
 import numpy as np
 from numba import njit, prange
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+from . import threads
+
+threads.select_threading_layer()
 
 CHUNK = 16384
 

@@ -6,16 +6,23 @@ the element-wise kernels). Neither calls the other (no kernel calls BLAS inside 
 ``prange``), so they never need to run nested; what hurts is a pool that keeps cores
 busy while the other one works:
 
-* OpenBLAS's idle threads spin for a while after each product: ``import tinyseg``
-  sets OPENBLAS_THREAD_TIMEOUT=4 so that they go to sleep at once (tinyseg/__init__.py).
-* Numba's threading layer is "workqueue": its idle workers wait on a condition
-  variable (they sleep) and it needs no extra library. "omp" (GNU OpenMP) spins idle
-  threads for GOMP_SPINCOUNT iterations before sleeping, i.e. against the OpenBLAS
-  product that follows (measured on a 2-core Zen 3: a Winograd convolution of
-  (1, 64, 256, 256) in 680 ms instead of 50 ms; on a 2-core Zen 4 at load ~15, a B16
-  single-image inference, 3 alternating processes each: workqueue 1.27–1.73 s and
-  0.44–0.51 CPU-seconds per step, omp with OMP_WAIT_POLICY=PASSIVE 1.83–1.96 s and
-  0.68–0.92 CPU-seconds); "tbb" needs libtbb, not a dependency. A
+* tinyseg's matrix products do not use OpenBLAS's pool at all: ``matmul`` (below) runs
+  OpenBLAS single-threaded and splits each product over tinyseg's own worker threads,
+  which sleep on a queue between products. OpenBLAS's idle workers spin for ~0.1 s after
+  every multi-threaded product (2^28 cycles), so a spinning OpenBLAS thread took a core
+  from the Numba loop that followed: measured on a 2-core Zen 4, a B16 training step
+  took 448 ms with NumPy imported before tinyseg (too late for the
+  OPENBLAS_THREAD_TIMEOUT=4 that ``import tinyseg`` sets) and 351 ms after; with the
+  products on tinyseg's threads, 363 and 351 ms, and the OpenBLAS worker uses no CPU.
+* Numba's threading layer is "omp" (GNU OpenMP) with OMP_WAIT_POLICY=PASSIVE (set by
+  ``import tinyseg`` unless the user set it): the calling thread works as one of the
+  team (no hand-off to a worker and back), idle threads sleep at once, and launches
+  from several Python threads are allowed. "workqueue" (whose idle workers also sleep)
+  is the fallback where libgomp cannot load. Measured on the 2-core Zen 4, B16 training
+  step, alternating processes: workqueue 364–382 ms, omp passive 311–343 ms; the
+  Winograd input transform kept 1.44 cores busy under workqueue and 1.79 under omp.
+  With OpenMP's default wait policy (threads spin 300,000 rounds before sleeping) the
+  same step took 472 ms: the spinning team takes the cores from the GEMM threads. A
   NUMBA_THREADING_LAYER the user set is kept.
 * Both pools are capped at the cores this process may use: the CPU affinity mask and
   the cgroup CPU quota (a container granted 2 CPUs on a 64-core host sees 64 in
@@ -196,13 +203,26 @@ def configure() -> None:
         if blas is not None and blas > cores:      # more threads than cores, asked or not: oversubscription
             set_blas_threads(cores)
         import numba
-        if "NUMBA_THREADING_LAYER" not in os.environ:
-            numba.config.THREADING_LAYER = "workqueue"
+        select_threading_layer()
         # Numba launches NUMBA_NUM_THREADS workers (``import tinyseg`` caps that variable when
         # it is unset); set_num_threads lowers the count a launch uses, from this thread.
         wanted = min(cores, numba.config.NUMBA_NUM_THREADS)
         if numba.get_num_threads() > wanted:
             numba.set_num_threads(wanted)
+
+
+def select_threading_layer() -> None:
+    """Numba's threading layer: "omp" (passive waits), else "workqueue"; a NUMBA_THREADING_LAYER set by the user is kept.
+
+    Must run before Numba's first parallel launch (each compiled-kernel module calls it on
+    import). OMP_WAIT_POLICY is read when libgomp loads, at that first launch: ``import
+    tinyseg`` sets it to PASSIVE unless the user set it.
+    """
+    import numba
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = "default"
+        numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def counts() -> dict:
@@ -211,3 +231,119 @@ def counts() -> dict:
     numba = sys.modules.get("numba")
     return {"cores": available_cores(), "blas": blas_threads(),
             "numba": numba.get_num_threads() if numba is not None else None}
+
+
+# ----------------------------------------------------------------------------- GEMMs on tinyseg's own threads
+
+# Below this many multiply-adds a product runs on the calling thread alone: waking a
+# worker (~20–50 µs) would cost more than the half of the work it takes over.
+PARALLEL_GEMM_MIN_MACS = 2**21
+
+
+class _GemmPool:
+    """``cores − 1`` worker threads that each run one part of a matrix product, then sleep.
+
+    The calling thread computes the first part itself. Workers wait on a queue (they
+    sleep, they do not spin), so between products the cores belong to whoever runs next
+    (Numba's loops). One product at a time: a second thread that calls in meanwhile
+    (e.g. a data-loading thread) computes its product alone.
+    """
+
+    def __init__(self, workers: int):
+        import queue
+        import threading
+        self.lock = threading.Lock()
+        self.inboxes = [queue.SimpleQueue() for _ in range(workers)]
+        self.done = queue.SimpleQueue()
+        for inbox in self.inboxes:
+            threading.Thread(target=self._work, args=(inbox,), name="tinyseg-gemm", daemon=True).start()
+
+    def _work(self, inbox):
+        while True:
+            task = inbox.get()
+            try:
+                task()
+                self.done.put(None)
+            except BaseException as error:       # re-raised in the caller
+                self.done.put(error)
+
+    def run(self, tasks) -> None:
+        """Run tasks[0] here and the others on the workers; return when all are done."""
+        for inbox, task in zip(self.inboxes, tasks[1:]):
+            inbox.put(task)
+        first_error = None
+        try:
+            tasks[0]()
+        except BaseException as error:
+            first_error = error
+        for _ in tasks[1:]:
+            error = self.done.get()
+            first_error = first_error or error
+        if first_error is not None:
+            raise first_error
+
+
+_pool: _GemmPool | None = None
+
+
+def gemm_threads() -> int:
+    """Threads ``matmul`` splits a product over: the Numba thread count (the same cores), at least 1."""
+    import sys
+    numba = sys.modules.get("numba")
+    return max(1, numba.get_num_threads() if numba is not None else available_cores())
+
+
+def matmul(a, b, out=None):
+    """``np.matmul(a, b, out=out)`` for NumPy arrays of 2 or 3 dimensions, split over tinyseg's own threads.
+
+    OpenBLAS runs single-threaded for the call (``blas_limit(1)``) and the product is cut
+    into ``gemm_threads()`` parts — along the batch axis when it divides evenly, else
+    along the output's columns or rows — each one GEMM on its own thread. This keeps one
+    thread pool at a time on the cores: OpenBLAS's own workers, which spin after each
+    product (for 0.1 s unless OPENBLAS_THREAD_TIMEOUT was set before NumPy loaded), are
+    never woken. The parts depend only on the shapes and the thread count, so the result
+    is the same from run to run. Small products (< PARALLEL_GEMM_MIN_MACS multiply-adds)
+    run on the calling thread.
+    """
+    import numpy as np
+    global _pool
+    if out is None:
+        shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+        out = np.empty(shape, dtype=np.result_type(a, b))
+    M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
+    batch = out.shape[0] if out.ndim == 3 else 1
+    parts = gemm_threads()
+    if parts == 1 or out.ndim > 3 or batch * M * N * K < PARALLEL_GEMM_MIN_MACS:
+        with blas_limit(1):
+            return np.matmul(a, b, out=out)
+    if _pool is None or len(_pool.inboxes) != parts - 1:
+        _pool = _GemmPool(parts - 1)
+    if not _pool.lock.acquire(blocking=False):      # another thread's product is running: compute alone
+        with blas_limit(1):
+            return np.matmul(a, b, out=out)
+    try:
+        tasks = _split(np, a, b, out, batch, M, N, parts)
+        with blas_limit(1):
+            _pool.run(tasks)
+    finally:
+        _pool.lock.release()
+    return out
+
+
+def _split(np, a, b, out, batch, M, N, parts):
+    """``parts`` closures that each compute one slab of out = a @ b."""
+    def ranges(length, align=1):
+        step = -(-length // parts)
+        step = -(-step // align) * align
+        return [(lo, min(length, lo + step)) for lo in range(0, length, step)]
+
+    def product(a_part, b_part, out_part):
+        return lambda: np.matmul(a_part, b_part, out=out_part)
+
+    if out.ndim == 3 and batch % parts == 0 and all(o.ndim == 2 or o.shape[0] == batch for o in (a, b)):
+        def side(operand, lo, hi):
+            return operand[lo:hi] if operand.ndim == 3 else operand
+        return [product(side(a, lo, hi), side(b, lo, hi), out[lo:hi]) for lo, hi in ranges(batch)]
+    if N >= 64 * parts or N >= M:
+        return [product(a, b[..., lo:hi], out[..., lo:hi]) for lo, hi in ranges(N, align=16)]
+    return [product(a[..., lo:hi, :], b, out[..., lo:hi, :]) for lo, hi in ranges(M)]

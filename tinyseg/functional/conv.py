@@ -174,6 +174,13 @@ def _blocks(xp, N, rows, bytes_per_row):
             yield n, n + 1, i0, min(rows, i0 + band)
 
 
+def _matmul(xp, a, b, out=None):
+    """a @ b; on NumPy arrays split over tinyseg's own threads with OpenBLAS single-threaded (``threads.matmul``)."""
+    if xp is np:
+        return threads.matmul(a, b, out=out)
+    return xp.matmul(a, b, out=out)
+
+
 def _rows_view(a, n0, n1, i0, i1):
     """a[n0:n1, :, i0:i1, :] of an (N, K, H, W) C-contiguous array as (n, K, rows·W), a view."""
     block = a[n0:n1, :, i0:i1, :]
@@ -245,7 +252,7 @@ class Im2colKernel:
         matrix = xp.ascontiguousarray(weight.reshape(O, -1))
         y = xp.empty((N, O, Ho, Wo), dtype=x.dtype)
         for block in _blocks(xp, N, Ho, C * kh * kw * Wo * x.itemsize):
-            xp.matmul(matrix, cls.columns(xp, x, geometry, block), out=_rows_view(y, *block))
+            _matmul(xp, matrix, cls.columns(xp, x, geometry, block), out=_rows_view(y, *block))
         return y
 
     @classmethod
@@ -258,7 +265,7 @@ class Im2colKernel:
         dw = None
         for block in _blocks(xp, N, Ho, C * kh * kw * Wo * x.itemsize):
             cols = cls.columns(xp, x, geometry, block)
-            per_sample = xp.matmul(_rows_view(grad, *block), cols.transpose(0, 2, 1))    # (n, O, C·k_h·k_w)
+            per_sample = _matmul(xp, _rows_view(grad, *block), cols.transpose(0, 2, 1))    # (n, O, C·k_h·k_w)
             dw = per_sample.sum(axis=0) if dw is None else dw + per_sample.sum(axis=0)
         return dw.reshape(O, C, kh, kw)
 
@@ -287,7 +294,7 @@ class Im2colKernel:
         per_sample_bytes = C * kh * kw * Ho * Wo * grad.itemsize
         for n0, n1, _, _ in _blocks(xp, N, 1, per_sample_bytes):
             dcols = _scratch(xp, grad, (n1 - n0, C * kh * kw, Ho * Wo))
-            xp.matmul(matrix_t, grad[n0:n1].reshape(n1 - n0, O, Ho * Wo), out=dcols)
+            _matmul(xp, matrix_t, grad[n0:n1].reshape(n1 - n0, O, Ho * Wo), out=dcols)
             dcols = dcols.reshape(n1 - n0, C, kh, kw, Ho, Wo)
             for u in range(kh):
                 for v in range(kw):
@@ -524,50 +531,15 @@ def _tuned_kernel(primitive, a, b, geometry, in_channels, out_channels):
         pixels = a.shape[0] * geometry.output_size[0] * geometry.output_size[1]
         decision = (f"{primitive} C{in_channels} O{out_channels} k{kh}x{kw} s{sh}x{sw} d{dh}x{dw} "
                     f"p{top},{bottom},{left},{right} {a.dtype.name} NHW{tuning.pixels_class(pixels)}")
-        if (threads.blas_threads() or 1) > 1:
-            names += [name + ONE_BLAS_THREAD for name in names if name != "direct"]
         runs = {name: functools.partial(getattr(_cpu_kernel(name), primitive), a, b, geometry) for name in names}
         names = [tuning.TUNER.choose("conv2d", decision, runs)]
     return _cpu_kernel(names[0])
 
 
-# A candidate named "<kernel>+blas1" runs <kernel> with OpenBLAS capped at one thread for
-# the call. Waking a second OpenBLAS thread for every GEMM pays on a quiet machine with
-# large GEMMs; on a busy one (or with thin GEMMs) the caller spin-waits for a thread that
-# waits for a core: measured on the Zen 4 VM at load ~5, a B16 inference took 309 ms
-# with 2 OpenBLAS threads and 46 ms with 1 (Numba on 2 threads in both). The tuner decides.
-ONE_BLAS_THREAD = "+blas1"
-
-
-class _WithOneBlasThread:
-    """``kernel``'s three primitives with OpenBLAS capped at one thread (``threads.blas_limit``)."""
-
-    def __init__(self, kernel):
-        self.kernel, self.name = kernel, kernel.name + ONE_BLAS_THREAD
-
-    def forward(self, x, weight, geometry):
-        with threads.blas_limit(1):
-            return self.kernel.forward(x, weight, geometry)
-
-    def input_grad(self, grad, weight, geometry):
-        with threads.blas_limit(1):
-            return self.kernel.input_grad(grad, weight, geometry)
-
-    def weight_grad(self, x, grad, geometry):
-        with threads.blas_limit(1):
-            return self.kernel.weight_grad(x, grad, geometry)
-
-
-_one_blas_thread_kernels: dict = {}
-
-
 def _cpu_kernel(name):
-    """A CPU kernel by name, "<kernel>+blas1" included."""
-    if not name.endswith(ONE_BLAS_THREAD):
-        return CONV2D_KERNELS[name]
-    if name not in _one_blas_thread_kernels:
-        _one_blas_thread_kernels[name] = _WithOneBlasThread(CONV2D_KERNELS[name[:-len(ONE_BLAS_THREAD)]])
-    return _one_blas_thread_kernels[name]
+    """A CPU kernel by name. (Every CPU kernel's GEMMs run on tinyseg's own threads with
+    OpenBLAS single-threaded, ``threads.matmul``: there is no OpenBLAS thread count to tune.)"""
+    return CONV2D_KERNELS[name]
 
 
 # Where "auto" switches from NumPy's im2col to Numba's (measured, 1 image of C×S²:

@@ -10,26 +10,20 @@ section 7): im2col on output rows [i0, i1) of samples [n0, n1); Winograd on tile
 [g0, g1) counted over the whole batch (g = n·T_h + i). A block's work array is then a
 bounded size however large the image, which keeps peak memory down.
 
-Threads. OpenBLAS (the GEMMs) and Numba have separate thread pools, and on a 2-core
-machine they take turns within one convolution: transform, GEMM, transform. After a
-GEMM, OpenBLAS's idle threads keep spinning for a while, so a Numba parallel region
-that starts right after competes with them for the cores. With Numba's OpenMP layer the
-two pools fought badly (a Winograd convolution of (1, 64, 256, 256) took 680 ms
-instead of 50 ms); the "workqueue" layer, whose idle threads sleep, behaves, so it is
-chosen here unless NUMBA_THREADING_LAYER says otherwise.
+Threads. Numba's pool (these loops) and tinyseg's GEMM threads (``threads.matmul``,
+OpenBLAS single-threaded) take turns within one convolution: transform, GEMM,
+transform. Both sleep when idle, so neither takes a core from the other; the threading
+layer is chosen by ``threads.select_threading_layer`` (tinyseg/threads.py says why).
 """
 from __future__ import annotations
 
-import os
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from .. import threads
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+threads.select_threading_layer()
 threads.configure()      # both pools capped at the cores available (tinyseg/threads.py)
 
 

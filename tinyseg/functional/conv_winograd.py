@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import threads
+
 # G (4×3): the kernel transform. Row ξ of G ⊗ G (16×9) maps the 9 taps g[u, v] to
 # U[ξ = 4a + b] = Σ_{u,v} G[a, u] · G[b, v] · g[u, v] = (G g Gᵀ)[a, b].
 G = np.array([[1.0, 0.0, 0.0],
@@ -41,7 +43,7 @@ def transformed_kernel(weight):
     """
     O, C = weight.shape[:2]
     taps = weight.reshape(O * C, 9)
-    return (KERNEL_TRANSFORM.astype(weight.dtype) @ taps.T).reshape(16, O, C)
+    return threads.matmul(KERNEL_TRANSFORM.astype(weight.dtype), taps.T).reshape(16, O, C)
 
 
 def _tile_row_blocks(N, tiles_h, tiles_w, channels, itemsize, block_bytes):
@@ -75,7 +77,7 @@ def conv2d(x, weight, geometry, scratch, block_bytes):
         V = work[:16 * C * tiles].reshape(16, C, tiles)
         M = work[16 * C * tiles:].reshape(16, O, tiles)
         compiled.winograd_input_transform(x, top, left, tiles_h, tiles_w, g0, g1, V)
-        np.matmul(U, V, out=M)
+        threads.matmul(U, V, out=M)
         compiled.winograd_output_transform(M, tiles_h, tiles_w, g0, g1, y)
     return y
 
@@ -108,6 +110,6 @@ def weight_grad(x, grad, geometry, scratch, block_bytes):
         dM = work[16 * C * tiles:].reshape(16, O, tiles)
         compiled.winograd_input_transform(x, top, left, tiles_h, tiles_w, g0, g1, V)
         compiled.winograd_output_transform_adjoint(grad, tiles_h, tiles_w, g0, g1, dM)
-        dU += np.matmul(dM, V.transpose(0, 2, 1))
-    dW = KERNEL_TRANSFORM.T.astype(x.dtype) @ dU.reshape(16, O * C)         # (9, O·C)
+        dU += threads.matmul(dM, V.transpose(0, 2, 1))
+    dW = threads.matmul(KERNEL_TRANSFORM.T.astype(x.dtype), dU.reshape(16, O * C))     # (9, O·C)
     return np.ascontiguousarray(dW.reshape(3, 3, O, C).transpose(2, 3, 0, 1))

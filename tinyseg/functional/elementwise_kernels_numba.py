@@ -8,21 +8,17 @@ not depend on the thread count). Inputs must be C-contiguous (callers use
 ``np.ascontiguousarray``); float32 and float64 each get their own compiled version, and
 outputs have the input's dtype.
 
-The threading layer is "workqueue" unless NUMBA_THREADING_LAYER says otherwise, as in
-conv_kernels_numba (whose docstring explains why: it coexists with OpenBLAS's threads).
+The threading layer is chosen by ``threads.select_threading_layer`` (tinyseg/threads.py).
 """
 from __future__ import annotations
 
-import os
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from .. import threads
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+threads.select_threading_layer()
 threads.configure()
 
 # ReLU works on the flattened array in chunks of this many elements: one chunk per

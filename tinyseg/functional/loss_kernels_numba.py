@@ -15,21 +15,18 @@ Each loop also has a serial version, for arrays too small to pay back the parall
 
 Inputs must be flat, C-contiguous and of one dtype (float32 or float64, each gets its own
 compiled version). ``error_model="numpy"``: a division gives inf/NaN as in NumPy rather
-than raising. The threading layer is "workqueue" unless NUMBA_THREADING_LAYER says
-otherwise, as in conv_kernels_numba (whose docstring explains why).
+than raising. The threading layer is chosen by
+``threads.select_threading_layer`` (tinyseg/threads.py).
 """
 from __future__ import annotations
 
-import os
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from .. import threads
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+threads.select_threading_layer()
 threads.configure()
 
 CHUNK = 16384

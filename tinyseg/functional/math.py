@@ -10,6 +10,7 @@ import numbers
 
 import numpy as np
 
+from .. import threads
 from ..tensor import Function, Tensor, as_tensor
 
 
@@ -98,12 +99,19 @@ class MatMul(Function):
         if a.shape[-1] != b.shape[-2]:
             raise ValueError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape}")
         self.a, self.b = a, b
-        return a @ b
+        return _matmul(a, b)
 
     def backward(self, g):
-        ga = unbroadcast(g @ self.b.swapaxes(-1, -2), self.a.shape) if self.needs_grad[0] else None
-        gb = unbroadcast(self.a.swapaxes(-1, -2) @ g, self.b.shape) if self.needs_grad[1] else None
+        ga = unbroadcast(_matmul(g, self.b.swapaxes(-1, -2)), self.a.shape) if self.needs_grad[0] else None
+        gb = unbroadcast(_matmul(self.a.swapaxes(-1, -2), g), self.b.shape) if self.needs_grad[1] else None
         return ga, gb
+
+
+def _matmul(a, b):
+    """a @ b; NumPy products on tinyseg's own threads, OpenBLAS single-threaded (``threads.matmul``)."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return threads.matmul(a, b)
+    return a @ b
 
 
 # ----- unary elementwise: y = f(x), dx = g · f'(x)

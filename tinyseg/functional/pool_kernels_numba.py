@@ -25,21 +25,17 @@ Average pooling has the semantics of ``NumpyAvgPoolKernel`` and adds in its orde
 (see the two functions), so the results are the NumPy kernel's bit for bit (up to the
 sign of a zero sum).
 
-Threads: the "workqueue" layer is chosen unless NUMBA_THREADING_LAYER says otherwise
-(see conv_kernels_numba.py for why).
+Threads: the layer is chosen by ``threads.select_threading_layer`` (tinyseg/threads.py).
 """
 from __future__ import annotations
 
-import os
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from .. import threads
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+threads.select_threading_layer()
 threads.configure()
 
 

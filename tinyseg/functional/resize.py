@@ -24,7 +24,7 @@ import numbers
 
 import numpy as np
 
-from .. import backend
+from .. import backend, threads
 from ..tensor import Function
 from ._checks import check_float, check_ndim
 
@@ -274,7 +274,7 @@ class NumpyBilinearKernel:
         A_w = xp.asarray(_interpolation_matrix(W, sw, align_corners, x.dtype))
         # Along H first: it works on W columns, not s_w·W.
         along_h = _apply_along_rows(xp, _gather_table(H, sh, align_corners, x.dtype, False), x)
-        return (along_h.reshape(N * C * H * sh, W) @ A_w.T).reshape(N, C, H * sh, W * sw)
+        return _matmul(xp, along_h.reshape(N * C * H * sh, W), A_w.T).reshape(N, C, H * sh, W * sw)
 
     @staticmethod
     def backward(xp, grad, scale, align_corners):
@@ -282,8 +282,13 @@ class NumpyBilinearKernel:
         sh, sw = scale
         H, W = Hs // sh, Ws // sw
         A_w = xp.asarray(_interpolation_matrix(W, sw, align_corners, grad.dtype))
-        grad_along_w = (grad.reshape(N * C * Hs, Ws) @ A_w).reshape(N, C, Hs, W)
+        grad_along_w = _matmul(xp, grad.reshape(N * C * Hs, Ws), A_w).reshape(N, C, Hs, W)
         return _apply_along_rows(xp, _gather_table(H, sh, align_corners, grad.dtype, True), grad_along_w)
+
+
+def _matmul(xp, a, b):
+    """a @ b; NumPy products on tinyseg's own threads, OpenBLAS single-threaded (``threads.matmul``)."""
+    return threads.matmul(a, b) if xp is np else a @ b
 
 
 @functools.lru_cache(maxsize=64)

@@ -29,21 +29,18 @@ Imported lazily, on the first call that selects the "numba" kernel. The loop is
 ``@njit(parallel=True, cache=True)``; inputs must be C-contiguous (callers use
 ``np.ascontiguousarray``); float32 and float64 each get their own compiled version, and
 outputs (allocated by the caller, with NumPy, as for elementwise_kernels_numba's ReLU)
-have the input's dtype. The threading layer is "workqueue" unless NUMBA_THREADING_LAYER
-says otherwise, as in conv_kernels_numba (whose docstring explains why).
+have the input's dtype. The threading layer is chosen
+by ``threads.select_threading_layer`` (tinyseg/threads.py).
 """
 from __future__ import annotations
 
-import os
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from .. import threads
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+threads.select_threading_layer()
 threads.configure()
 
 # Output rows per parallel iteration: each iteration allocates one scratch row, and
