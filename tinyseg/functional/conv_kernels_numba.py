@@ -281,8 +281,10 @@ def direct_weight_grad(x, dy, top, left, dilation_h, dilation_w, dw):
     One parallel task per (input channel c, kernel row u): its dw[:, c, u, :] has one
     writer. For each output row, the dot products of dY's row with the k_w shifted
     input rows are vectorised reductions ("reassoc" lets LLVM keep vector partial sums
-    in registers: two loads per multiply-add and no stores); each row's sums are added
-    into float64 totals in row order. The order is fixed by the code, not by the
+    in registers, no stores); for 3-wide kernels 4 output channels go together (12 sums
+    from 7 loads per element; measured on a 2-core Zen 4, (4, 16→16, 128²): 33 → 63
+    GFLOP/s, (4, 32→16, 128²): 31 → 75). Each row's sums are added into float64 totals
+    in row order. The order is fixed by the code, not by the
     threads: the same result for any thread count.
     x (N, C, H, W), dy (N, O, H', W') -> dw (O, C, k_h, k_w).
     """
@@ -305,7 +307,52 @@ def direct_weight_grad(x, dy, top, left, dilation_h, dilation_w, dw):
                 if r < 0 or r >= H:
                     continue
                 row[q_lo:q_hi] = x[n, c, r, q_lo - left:q_hi - left]
-                for o in range(O):
+                o = 0
+                if kernel_w == 3:
+                    # 4 output channels × the 3 kernel columns at once: 12 running sums
+                    # (vector registers) fed by 3 + 4 loads per element instead of 24.
+                    l0 = row[0:out_w]
+                    l1 = row[dilation_w:dilation_w + out_w]
+                    l2 = row[2 * dilation_w:2 * dilation_w + out_w]
+                    while o + 4 <= O:
+                        g0, g1, g2, g3 = dy[n, o, i], dy[n, o + 1, i], dy[n, o + 2, i], dy[n, o + 3, i]
+                        a0, a1, a2 = l0[0], l1[0], l2[0]
+                        s00, s01, s02 = g0[0] * a0, g0[0] * a1, g0[0] * a2
+                        s10, s11, s12 = g1[0] * a0, g1[0] * a1, g1[0] * a2
+                        s20, s21, s22 = g2[0] * a0, g2[0] * a1, g2[0] * a2
+                        s30, s31, s32 = g3[0] * a0, g3[0] * a1, g3[0] * a2
+                        for j in range(1, out_w):
+                            a0, a1, a2 = l0[j], l1[j], l2[j]
+                            b = g0[j]
+                            s00 += b * a0
+                            s01 += b * a1
+                            s02 += b * a2
+                            b = g1[j]
+                            s10 += b * a0
+                            s11 += b * a1
+                            s12 += b * a2
+                            b = g2[j]
+                            s20 += b * a0
+                            s21 += b * a1
+                            s22 += b * a2
+                            b = g3[j]
+                            s30 += b * a0
+                            s31 += b * a1
+                            s32 += b * a2
+                        totals[o, 0] += s00
+                        totals[o, 1] += s01
+                        totals[o, 2] += s02
+                        totals[o + 1, 0] += s10
+                        totals[o + 1, 1] += s11
+                        totals[o + 1, 2] += s12
+                        totals[o + 2, 0] += s20
+                        totals[o + 2, 1] += s21
+                        totals[o + 2, 2] += s22
+                        totals[o + 3, 0] += s30
+                        totals[o + 3, 1] += s31
+                        totals[o + 3, 2] += s32
+                        o += 4
+                for o in range(o, O):             # other kernel widths, and the last O mod 4 channels
                     gradient = dy[n, o, i]
                     for v in range(kernel_w):
                         line = row[dilation_w * v:dilation_w * v + out_w]
