@@ -50,6 +50,23 @@ def test_bias_relu_matches_the_definition(kernel, dtype, shape):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bias_relu_on_a_layer_sized_array(kernel, dtype):
+    """Past NUMBA_BIAS_RELU_PARALLEL_MIN_ELEMENTS: the parallel fused loops (planes forward, channels backward)."""
+    shape = (2, 5, 96, 80)
+    assert np.prod(shape) >= activation.NUMBA_BIAS_RELU_PARALLEL_MIN_ELEMENTS
+    rng = np.random.default_rng(3)
+    z, grad = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    y, dz, db = run(kernel, z, b, grad)
+    v = z + b[None, :, None, None]
+    np.testing.assert_array_equal(y, np.where(v > 0, v, 0))
+    np.testing.assert_array_equal(dz, np.where(v > 0, grad, 0))
+    db_ref = np.where(v > 0, grad, 0).astype(np.float64).sum(axis=(0, 2, 3))
+    np.testing.assert_allclose(db, db_ref, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 def test_bias_relu_equals_relu_of_the_sum_and_keeps_nan(kernel):
     z = np.array([[[-1.0, 0.5, np.nan, np.inf]], [[2.0, -np.inf, 0.0, -0.25]]], dtype=np.float32)
     b = np.array([0.25], dtype=np.float32)

@@ -188,7 +188,7 @@ def test_auto_sends_only_large_3x3_stride_1_convolutions_to_winograd():
     assert not winograd(4, 64, 8, 64)             # nor 8 output channels
     assert winograd(1, 512, 512, 16)              # 64 tiles, 2^24 per GEMM, U = 16 MB
     assert not winograd(1, 512, 512, 16, "weight_grad")       # the weight gradient wants 256 tiles
-    assert not winograd(1, 1024, 1024, 16)        # U = 64 MB: more than half a work block
+    assert not winograd(1, 1024, 1024, 16)        # U = 64 MB: more than WINOGRAD_MAX_KERNEL_BYTES
     assert not winograd(4, 64, 64, 32, stride=2)
     geometry, x, w, dy = geometry_case(GEOMETRIES[-1])        # the test case meant to take Winograd
     assert auto.uses_winograd(x, w.shape[0], geometry) and auto.uses_winograd(x, w.shape[0], geometry, "weight_grad")

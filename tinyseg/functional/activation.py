@@ -56,6 +56,10 @@ class NumpyReluKernel:
         return grad * (y > 0)
 
     @staticmethod
+    def backward_with_bias(grad, y, xp):
+        return _backward_with_bias(NumpyReluKernel, grad, y, xp)
+
+    @staticmethod
     def forward_with_bias(z, b, xp):
         """y = max(z + b[c], 0): the bias add, then ReLU in place on the new array."""
         y = z + _per_channel(b, z)
@@ -65,6 +69,12 @@ class NumpyReluKernel:
 def _per_channel(b, z):
     """b (C,) shaped to broadcast along axis 1 of z (N, C, ...)."""
     return b.reshape((1, -1) + (1,) * (z.ndim - 2))
+
+
+def _backward_with_bias(kernel, grad, y, xp):
+    """(dz, db) of y = max(z + b[c], 0): the kernel's ReLU backward, then db[c] = Σ over all axes but 1."""
+    dz = kernel.backward(grad, y, xp)
+    return dz, dz.sum(axis=(0,) + tuple(range(2, dz.ndim)))
 
 
 class NumbaReluKernel:
@@ -110,10 +120,32 @@ class NumbaReluKernel:
             return NumpyReluKernel.forward_with_bias(z, b, xp)
         from . import elementwise_kernels_numba as compiled
 
-        y = z + _per_channel(b, z)
-        flat = y.reshape(-1)
-        (compiled.relu_forward if y.size >= NUMBA_RELU_PARALLEL_MIN_ELEMENTS else compiled.relu_forward_serial)(flat, flat)
-        return y
+        if z.ndim < 2:
+            y = z + _per_channel(b, z)
+            flat = y.reshape(-1)
+            (compiled.relu_forward if y.size >= NUMBA_RELU_PARALLEL_MIN_ELEMENTS
+             else compiled.relu_forward_serial)(flat, flat)
+            return y
+        z3 = np.ascontiguousarray(z).reshape(z.shape[0], z.shape[1], -1)
+        y = np.empty_like(z3)
+        (compiled.bias_relu_forward if _parallel_bias_relu(z) else compiled.bias_relu_forward_serial)(
+            z3, np.ascontiguousarray(b, dtype=z.dtype), y)
+        return y.reshape(z.shape)
+
+    @staticmethod
+    def backward_with_bias(grad, y, xp):
+        """(dz, db) in one pass: dz = dy · [y > 0] and its per-channel sums (float64, then the dtype)."""
+        if xp is not np or grad.ndim < 2:
+            return _backward_with_bias(NumbaReluKernel, grad, y, xp)
+        from . import elementwise_kernels_numba as compiled
+
+        shape = (grad.shape[0], grad.shape[1], -1)
+        g3, y3 = np.ascontiguousarray(grad).reshape(shape), np.ascontiguousarray(y).reshape(shape)
+        dz = np.empty_like(g3)
+        db = np.empty(grad.shape[1], dtype=np.float64)
+        (compiled.bias_relu_backward if _parallel_bias_relu(grad) else compiled.bias_relu_backward_serial)(
+            g3, y3, dz, db)
+        return dz.reshape(grad.shape), db.astype(grad.dtype)
 
 
 # Measured (2 cores, float32, median µs of 50 calls, forward / backward, outputs
@@ -130,6 +162,16 @@ class NumbaReluKernel:
 # launch from ~4M elements: "numba" goes parallel at 2**22, and "auto" uses "numba"
 # from 2**12 elements (below that both take a few µs).
 NUMBA_RELU_PARALLEL_MIN_ELEMENTS = 2 ** 22
+
+# The fused bias + ReLU loops (one pass each way) go parallel from this many elements,
+# over (n, c) planes forward and channels backward, when there are at least 2 of those.
+# Measured on a 2-core Zen 4 with Numba's "omp" layer (tinyseg/threads.py: the caller
+# works in the team, launches cost ~10-20 µs): see docs/performance.md.
+NUMBA_BIAS_RELU_PARALLEL_MIN_ELEMENTS = 2 ** 16
+
+
+def _parallel_bias_relu(a):
+    return a.size >= NUMBA_BIAS_RELU_PARALLEL_MIN_ELEMENTS and a.shape[1] >= 2
 AUTO_RELU_NUMBA_MIN_ELEMENTS = 2 ** 12
 
 
@@ -199,6 +241,13 @@ class AutoReluKernel:
     def forward_with_bias(cls, z, b, xp):
         return cls._kernel(z, xp, "forward_with_bias", (z, b)).forward_with_bias(z, b, xp)
 
+    @classmethod
+    def backward_with_bias(cls, grad, y, xp):
+        kernel = cls._kernel(grad, xp, "backward_with_bias", (grad, y))
+        if not hasattr(kernel, "backward_with_bias"):
+            return _backward_with_bias(kernel, grad, y, xp)
+        return kernel.backward_with_bias(grad, y, xp)
+
 
 RELU_KERNELS = {kernel.name: kernel for kernel in (NumpyReluKernel, NumbaReluKernel, CupyReluKernel,
                                                    CudaReluKernel, AutoReluKernel)}
@@ -249,8 +298,12 @@ class BiasReLU(Function):
         return self.y
 
     def backward(self, g):
-        dz = self.kernel.backward(g, self.y, self.xp)
-        db = dz.sum(axis=(0,) + tuple(range(2, dz.ndim))) if self.needs_grad[1] else None
+        if not self.needs_grad[1]:
+            return self.kernel.backward(g, self.y, self.xp), None
+        if hasattr(self.kernel, "backward_with_bias"):        # one pass where the kernel fuses the sum
+            dz, db = self.kernel.backward_with_bias(g, self.y, self.xp)
+        else:
+            dz, db = _backward_with_bias(self.kernel, g, self.y, self.xp)
         return (dz if self.needs_grad[0] else None), db
 
 

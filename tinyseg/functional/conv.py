@@ -432,9 +432,8 @@ class AutoKernel(WinogradKernel):
     blocks) in the batch; for the weight gradient, whose 16 GEMMs sum over the tiles,
     O·C·tiles >= 2^22 and at least 256 tiles. Measured per layer: every shape past these
     limits ran 1.0–2.4× faster than im2col, most below them slower (docs/performance.md).
-    Also not when the transformed kernel U (16·O·C values) would take more than half a
-    work block: with 1024 channels U is 64 MB, which raised the B64 U-Net's peak memory
-    by that much, for a 1.04–1.10× faster layer.
+    Also not when the transformed kernel U (16·O·C values) would take more than
+    WINOGRAD_MAX_KERNEL_BYTES (a memory bound: with 1024×1024 channels U is 64 MB).
     Otherwise im2col + GEMM, the matrix built by NumPy or Numba by size (``columns``).
     """
 
@@ -489,7 +488,16 @@ class AutoKernel(WinogradKernel):
         else:
             enough_work = O * C * tiles >= 2**21 and tiles >= 64
         return (super().uses_winograd(x, out_channels, geometry, primitive) and C >= 32 and O >= 16
-                and enough_work and 16 * O * C * x.itemsize <= BLOCK_BYTES // 2)
+                and enough_work and 16 * O * C * x.itemsize <= WINOGRAD_MAX_KERNEL_BYTES)
+
+
+# The largest transformed kernel U (16·O·C values) Winograd may build: one work block,
+# 32 MB (512×1024 channels in float32). It is an extra array while the layer runs: U of
+# the B64 U-Net's 1024-channel bottleneck (64 MB) would raise its peak memory by that
+# much for a layer 1.04–1.10× faster, so that one stays with im2col; 512→1024 and
+# 1024→512 (32 MB) are in (measured on a 2-core Zen 4, (1, 1024→512, 32²): im2col 176,
+# Winograd 293 GFLOP/s forward; 164/254 input gradient; 145/226 weight gradient).
+WINOGRAD_MAX_KERNEL_BYTES = BLOCK_BYTES
 
 
 def _tuning_candidates(geometry, primitive, in_channels, out_channels, itemsize):
@@ -498,12 +506,12 @@ def _tuning_candidates(geometry, primitive, in_channels, out_channels, itemsize)
     Never a GPU kernel. One name where they all run the same code: a pointwise 1×1
     convolution (x is its own im2col matrix) and a strided input gradient (col2im).
     Winograd only where it applies and its transformed kernel U (16·O·C values) takes at
-    most half a work block: a memory bound, not a speed rule (AutoKernel's docstring).
+    most WINOGRAD_MAX_KERNEL_BYTES: a memory bound, not a speed rule (below).
     """
     if geometry.is_pointwise or (primitive == "input_grad" and geometry.stride != (1, 1)):
         return ["im2col"]
     names = ["im2col", "numba-im2col"]
-    if conv_winograd.applies(geometry) and 16 * out_channels * in_channels * itemsize <= BLOCK_BYTES // 2:
+    if conv_winograd.applies(geometry) and 16 * out_channels * in_channels * itemsize <= WINOGRAD_MAX_KERNEL_BYTES:
         names.append("winograd")
     if geometry.stride == (1, 1) and max(in_channels, out_channels) <= DIRECT_MAX_CHANNELS:
         names.append("direct")

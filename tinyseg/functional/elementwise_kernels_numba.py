@@ -135,3 +135,59 @@ def relu_backward(grad, y, dx):
 def relu_backward_serial(grad, y, dx):
     """relu_backward in one loop in the calling thread."""
     _relu_backward_range(grad, y, dx)
+
+
+# ----- bias + ReLU (a conv layer's bias and activation, F.bias_relu): one pass each way
+
+@njit(parallel=True, cache=True)
+def bias_relu_forward(z, b, y):
+    """y[n, c, k] = max(z[n, c, k] + b[c], 0) for z, y (N, C, P): one (n, c) plane per parallel iteration."""
+    N, C = z.shape[0], z.shape[1]
+    for t in prange(N * C):
+        n = t // C
+        c = t - n * C
+        _bias_relu_plane(z[n, c], b[c], y[n, c])
+
+
+@njit(cache=True)
+def bias_relu_forward_serial(z, b, y):
+    """bias_relu_forward in one loop in the calling thread."""
+    for n in range(z.shape[0]):
+        for c in range(z.shape[1]):
+            _bias_relu_plane(z[n, c], b[c], y[n, c])
+
+
+@njit(cache=True, inline="always")
+def _bias_relu_plane(z, bias, y):
+    for k in range(z.size):
+        y[k] = z[k] + bias
+    _relu_range(y, y)
+
+
+@njit(parallel=True, cache=True)
+def bias_relu_backward(grad, y, dz, db):
+    """dz = grad · [y > 0] and db[c] = Σ_{n,k} dz[n, c, k] (float64 sums, in order), for (N, C, P) arrays.
+
+    One channel c per parallel iteration: it owns dz[:, c] and db[c].
+    """
+    N, C = grad.shape[0], grad.shape[1]
+    for c in prange(C):
+        db[c] = _bias_relu_backward_channel(grad, y, dz, c, N)
+
+
+@njit(cache=True)
+def bias_relu_backward_serial(grad, y, dz, db):
+    """bias_relu_backward in one loop in the calling thread."""
+    for c in range(grad.shape[1]):
+        db[c] = _bias_relu_backward_channel(grad, y, dz, c, grad.shape[0])
+
+
+@njit(cache=True, inline="always")
+def _bias_relu_backward_channel(grad, y, dz, c, N):
+    total = 0.0
+    for n in range(N):
+        plane = dz[n, c]
+        _relu_backward_range(grad[n, c], y[n, c], plane)
+        for k in range(plane.size):
+            total += plane[k]
+    return total
