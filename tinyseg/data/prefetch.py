@@ -11,9 +11,10 @@ same whatever the timing. At most ``depth`` results wait in the queue. An except
 ``close()`` (also on leaving a ``with`` block, or when iteration ends) stops the thread
 and joins it.
 
-The thread must not launch Numba-parallel kernels: Numba's "workqueue" layer (the one
-tinyseg picks, tinyseg/threads.py) does not allow two threads to launch parallel work
-at once. tinyseg's transforms are NumPy only.
+The thread should not launch Numba-parallel kernels: Numba's "workqueue" layer (the
+fallback where OpenMP cannot load, tinyseg/threads.py) does not allow two threads to
+launch parallel work at once, and the step's loops already use every core. tinyseg's
+transforms are NumPy only.
 """
 from __future__ import annotations
 
