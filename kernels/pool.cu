@@ -3,15 +3,17 @@
 //   window (i, j) covers padded rows s_h·i + u and columns s_w·j + v, 0 <= u < k_h, 0 <= v < k_w;
 //   H' = ⌊(H + 2p_h − k_h) / s_h⌋ + 1, W' likewise; planes = N·C, every plane (H, W) row-major.
 //
-//   max_pool2d_forward_*:   y[p,i,j] = max_{u,v} x_pad[p, s_h·i+u, s_w·j+v]   (x_pad = −∞ outside x)
+//   max_pool2d_forward:     y[p,i,j] = max_{u,v} x_pad[p, s_h·i+u, s_w·j+v]   (x_pad = −∞ outside x)
 //                           winner[p,i,j] = u·k_w + v of the first maximum in row-major order
-//   max_pool2d_backward_*:  dx[p,r,q] = Σ g[p,i,j] over the windows (i, j) whose winner is (r, q)
+//   max_pool2d_backward:    dx[p,r,q] = Σ g[p,i,j] over the windows (i, j) whose winner is (r, q)
 //   avg_pool2d_forward:     y[p,i,j] = (Σ_u Σ_v x_pad[p, s_h·i+u, s_w·j+v]) / (k_h·k_w)   (x_pad = 0 outside)
 //   avg_pool2d_backward:    dx[p,r,q] = Σ g[p,i,j] · 1/(k_h·k_w) over the windows (i, j) holding (r, q)
 //
 // The winner is stored as the smallest unsigned type that holds k_h·k_w − 1, as the CPU
-// kernels do (tinyseg/functional/pool.py): uint8 up to 16×16 windows, hence one kernel
-// per index type (_u8, _u16, _u32), all from one body.
+// kernels do (tinyseg/functional/pool.py): uint8 up to 16×16 windows. Hence the max-pool
+// kernels' second template parameter, Index: the loader (tinyseg/cuda) builds each for
+// unsigned char, unsigned short and unsigned int, and the launcher asks for the winner's
+// type (max_pool2d_forward<float, unsigned char> for float32 and windows up to 16×16).
 //
 // Both backwards are GATHERS: one thread per input element, which finds the few windows
 // that contain it (at most ⌈k_h/s_h⌉·⌈k_w/s_w⌉) and adds their contributions in a fixed
@@ -48,11 +50,10 @@
 // running max); maxima propagate NaN as np.maximum does. The winners are therefore the
 // CPU kernels' also when a window holds NaN or ties.
 template <typename T, typename Index>
-__device__ void max_pool2d_forward_body(const T* __restrict__ x, T* __restrict__ y, Index* __restrict__ winner,
-                                        int keep_winner, long long planes, long long H, long long W,
-                                        long long out_h, long long out_w, long long kernel_h, long long kernel_w,
-                                        long long stride_h, long long stride_w, long long pad_h, long long pad_w,
-                                        T minus_inf) {
+__global__ void max_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, Index* __restrict__ winner,
+                                   int keep_winner, long long planes, long long H, long long W, long long out_h,
+                                   long long out_w, long long kernel_h, long long kernel_w, long long stride_h,
+                                   long long stride_w, long long pad_h, long long pad_w, T minus_inf) {
     const long long total = planes * out_h * out_w;
     for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < total;
          k += (long long)gridDim.x * blockDim.x) {
@@ -97,10 +98,10 @@ __device__ inline void windows_holding(long long R, long long kernel, long long 
 }
 
 template <typename T, typename Index>
-__device__ void max_pool2d_backward_body(const T* __restrict__ grad, const Index* __restrict__ winner,
-                                         T* __restrict__ dx, long long planes, long long H, long long W,
-                                         long long out_h, long long out_w, long long kernel_h, long long kernel_w,
-                                         long long stride_h, long long stride_w, long long pad_h, long long pad_w) {
+__global__ void max_pool2d_backward(const T* __restrict__ grad, const Index* __restrict__ winner,
+                                    T* __restrict__ dx, long long planes, long long H, long long W, long long out_h,
+                                    long long out_w, long long kernel_h, long long kernel_w, long long stride_h,
+                                    long long stride_w, long long pad_h, long long pad_w) {
     const long long total = planes * H * W;
     for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < total;
          k += (long long)gridDim.x * blockDim.x) {
@@ -121,65 +122,6 @@ __device__ void max_pool2d_backward_body(const T* __restrict__ grad, const Index
         }
         dx[k] = total_grad;
     }
-}
-
-// The kernels, one per winner type (uint8, uint16, uint32: the CPU's np.min_scalar_type(k_h·k_w − 1)).
-
-template <typename T>
-__global__ void max_pool2d_forward_u8(const T* __restrict__ x, T* __restrict__ y,
-                                        unsigned char* __restrict__ winner, int keep_winner, long long planes,
-                                        long long H, long long W, long long out_h, long long out_w,
-                                        long long kernel_h, long long kernel_w, long long stride_h,
-                                        long long stride_w, long long pad_h, long long pad_w, T minus_inf) {
-    max_pool2d_forward_body<T, unsigned char>(x, y, winner, keep_winner, planes, H, W, out_h, out_w, kernel_h,
-                                        kernel_w, stride_h, stride_w, pad_h, pad_w, minus_inf);
-}
-
-template <typename T>
-__global__ void max_pool2d_backward_u8(const T* __restrict__ grad, const unsigned char* __restrict__ winner,
-                                         T* __restrict__ dx, long long planes, long long H, long long W,
-                                         long long out_h, long long out_w, long long kernel_h, long long kernel_w,
-                                         long long stride_h, long long stride_w, long long pad_h, long long pad_w) {
-    max_pool2d_backward_body<T, unsigned char>(grad, winner, dx, planes, H, W, out_h, out_w, kernel_h, kernel_w,
-                                         stride_h, stride_w, pad_h, pad_w);
-}
-
-template <typename T>
-__global__ void max_pool2d_forward_u16(const T* __restrict__ x, T* __restrict__ y,
-                                        unsigned short* __restrict__ winner, int keep_winner, long long planes,
-                                        long long H, long long W, long long out_h, long long out_w,
-                                        long long kernel_h, long long kernel_w, long long stride_h,
-                                        long long stride_w, long long pad_h, long long pad_w, T minus_inf) {
-    max_pool2d_forward_body<T, unsigned short>(x, y, winner, keep_winner, planes, H, W, out_h, out_w, kernel_h,
-                                        kernel_w, stride_h, stride_w, pad_h, pad_w, minus_inf);
-}
-
-template <typename T>
-__global__ void max_pool2d_backward_u16(const T* __restrict__ grad, const unsigned short* __restrict__ winner,
-                                         T* __restrict__ dx, long long planes, long long H, long long W,
-                                         long long out_h, long long out_w, long long kernel_h, long long kernel_w,
-                                         long long stride_h, long long stride_w, long long pad_h, long long pad_w) {
-    max_pool2d_backward_body<T, unsigned short>(grad, winner, dx, planes, H, W, out_h, out_w, kernel_h, kernel_w,
-                                         stride_h, stride_w, pad_h, pad_w);
-}
-
-template <typename T>
-__global__ void max_pool2d_forward_u32(const T* __restrict__ x, T* __restrict__ y,
-                                        unsigned int* __restrict__ winner, int keep_winner, long long planes,
-                                        long long H, long long W, long long out_h, long long out_w,
-                                        long long kernel_h, long long kernel_w, long long stride_h,
-                                        long long stride_w, long long pad_h, long long pad_w, T minus_inf) {
-    max_pool2d_forward_body<T, unsigned int>(x, y, winner, keep_winner, planes, H, W, out_h, out_w, kernel_h,
-                                        kernel_w, stride_h, stride_w, pad_h, pad_w, minus_inf);
-}
-
-template <typename T>
-__global__ void max_pool2d_backward_u32(const T* __restrict__ grad, const unsigned int* __restrict__ winner,
-                                         T* __restrict__ dx, long long planes, long long H, long long W,
-                                         long long out_h, long long out_w, long long kernel_h, long long kernel_w,
-                                         long long stride_h, long long stride_w, long long pad_h, long long pad_w) {
-    max_pool2d_backward_body<T, unsigned int>(grad, winner, dx, planes, H, W, out_h, out_w, kernel_h, kernel_w,
-                                         stride_h, stride_w, pad_h, pad_w);
 }
 
 // Average pooling: the forward adds in the CPU kernels' order (Σ_u of the row sums Σ_v),

@@ -102,9 +102,9 @@ print(f"GPU (CuPy with a CUDA device): {'yes' if GPU else 'no'}; "
 # %%
 def launch_table(launches):
     """The launch records as a table: kernel, grid, block, dynamic shared bytes, threads, where."""
-    rows = [f"{'kernel':<34} {'grid':<14} {'block':<13} {'shared B':>8} {'threads':>8}  where"]
+    rows = [f"{'kernel':<40} {'grid':<14} {'block':<13} {'shared B':>8} {'threads':>8}  where"]
     for launch in launches:
-        rows.append(f"{launch.kernel:<34} {str(launch.grid):<14} {str(launch.block):<13} "
+        rows.append(f"{launch.kernel:<40} {str(launch.grid):<14} {str(launch.block):<13} "
                     f"{launch.shared_mem:>8} {launch.threads:>8}  {launch.where}")
     return "\n".join(rows)
 
@@ -162,10 +162,10 @@ def captured_launches():
     """Inside: every tinyseg.cuda.launch(...) call is also kept (source, kernel, grid, block, args, shared)."""
     calls, original = [], tcuda.launch
 
-    def keep(source_name, kernel, dtype, grid, block, args, shared_mem=0):
+    def keep(source_name, kernel, dtype, grid, block, args, shared_mem=0, index_dtype=None):
         calls.append(dict(source=source_name, kernel=kernel, dtype=np.dtype(dtype), grid=grid, block=block,
-                          args=tuple(args), shared_mem=shared_mem))
-        return original(source_name, kernel, dtype, grid, block, args, shared_mem)
+                          args=tuple(args), shared_mem=shared_mem, index_dtype=index_dtype))
+        return original(source_name, kernel, dtype, grid, block, args, shared_mem, index_dtype=index_dtype)
 
     tcuda.launch = keep          # the launch code calls tinyseg.cuda.launch: this is its one entry point
     try:
@@ -184,15 +184,16 @@ def traced(value):
 def replay_traced(call):
     """Run one captured launch again, same grid/block/source, on Traced copies of its float arrays.
     Returns the Traced arrays that were written (the launch's outputs)."""
-    key = (call["source"], call["kernel"])
+    name = tcuda.name_expression(call["kernel"], "Traced", call["index_dtype"])   # kernel<Traced>, or <Traced, Index>
+    key = (call["source"], name)
     if key not in _traced_modules:           # g++ builds it once (cached on disk as every emulated kernel)
         path = Path(tempfile.mkdtemp()) / f"traced_{call['source']}"
         path.write_text(TRACED_CPP + (tcuda.kernels_dir() / call["source"]).read_text())   # the source, unchanged
-        _traced_modules[key] = EmulatedModule(path, [f"{call['kernel']}<Traced>"], include_dirs=[tcuda.kernels_dir()])
+        _traced_modules[key] = EmulatedModule(path, [name], include_dirs=[tcuda.kernels_dir()])
     float_kind = lambda a: isinstance(a, (np.ndarray, np.floating)) and np.asarray(a).dtype.kind == "f"
     args = [traced(a) if float_kind(a) else a for a in call["args"]]
     shared = call["shared_mem"] * TRACED.itemsize // call["dtype"].itemsize   # the same count of T
-    kernel = _traced_modules[key].get_function(f"{call['kernel']}<Traced>")
+    kernel = _traced_modules[key].get_function(name)
     kernel(call["grid"], call["block"], args, shared_mem=shared)
     return [a for a in args if isinstance(a, np.ndarray) and a.dtype == TRACED and (a["block"] >= 0).any()]
 
@@ -451,10 +452,11 @@ print(f"the GEMM: W ({O} × {C * K * K}) · cols ({C * K * K} × {H * W}) — cu
       f"(no launch record: it is not a tinyseg kernel)")
 
 # %% [markdown]
-# **Max-pooling** (`kernels/pool.cu`, `max_pool2d_forward_u8`): one thread per output
-# element, flat index j fastest, 256-thread blocks; each thread scans its 2×2 window and
-# also stores which of the 4 positions won (a `uint8`, for the backward pass). We pool the
-# v1 convolution's output, (1, 10, 20, 20) → (1, 10, 10, 10).
+# **Max-pooling** (`kernels/pool.cu`, `max_pool2d_forward<float, unsigned char>`): one thread
+# per output element, flat index j fastest, 256-thread blocks; each thread scans its 2×2
+# window and also stores which of the 4 positions won (a `uint8`, the kernel's second
+# template parameter, for the backward pass). We pool the v1 convolution's output,
+# (1, 10, 20, 20) → (1, 10, 10, 10).
 
 # %%
 pool_input = y_reference.astype(np.float32)

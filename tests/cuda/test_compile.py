@@ -2,6 +2,7 @@
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
 from tinyseg import cuda
@@ -88,3 +89,43 @@ def test_nvrtc_compiles_every_kernel_as_cupy_does(source, arch):
         assert NVRTC.nvrtcGetLoweredName(program, expression.encode(), ctypes.byref(lowered)) == 0
         assert lowered.value, expression
     NVRTC.nvrtcDestroyProgram(ctypes.byref(program))
+
+
+# ----- the template forms the loader instantiates
+
+def test_kernels_templated_on_an_index_type_get_every_element_and_index_type():
+    text = """
+    template <typename T, typename Index>
+    __global__ void argmax(const T* x, Index* winner) {}
+    template <typename T>
+    __global__ __launch_bounds__(256) void scale(T* x) {}
+    __global__ void plain(int* out) {}
+    template <typename T, typename Problem>
+    __device__ void not_a_kernel(const Problem& p) {}
+    """
+    assert cuda.kernel_templates(text) == [("argmax", ("T", "Index")), ("scale", ("T",)), ("plain", ())]
+    assert cuda.template_instances(text) == (
+        "argmax<float, unsigned char>", "argmax<float, unsigned short>", "argmax<float, unsigned int>",
+        "argmax<double, unsigned char>", "argmax<double, unsigned short>", "argmax<double, unsigned int>",
+        "scale<float>", "scale<double>", "plain")
+    assert cuda.name_expression("argmax", "double", np.uint16) == "argmax<double, unsigned short>"
+    assert cuda.name_expression("scale", "float") == "scale<float>"
+    with pytest.raises(TypeError, match="uint8, uint16, uint32, got int64"):
+        cuda.name_expression("argmax", "float", np.int64)
+
+
+@pytest.mark.parametrize("declaration", ["template <typename T, int N>", "template <typename T, typename U>",
+                                         "template <typename Index>",
+                                         "template <typename T, typename Index, typename U>"])
+def test_other_kernel_templates_are_refused_with_the_convention(declaration):
+    with pytest.raises(ValueError, match=r"kernel k is declared .*template <typename T, typename Index>"):
+        cuda.kernel_templates(f"{declaration}\n__global__ void k(int* x) {{}}")
+
+
+def test_pool_max_kernels_are_one_template_each_on_the_winner_type():
+    names = cuda.name_expressions(cuda.kernels_dir() / "pool.cu")
+    for kernel in ("max_pool2d_forward", "max_pool2d_backward"):
+        assert [n for n in names if n.startswith(kernel + "<")] == [
+            f"{kernel}<{t}, {i}>" for t in ("float", "double")
+            for i in ("unsigned char", "unsigned short", "unsigned int")]
+    assert not [n for n in names if "_u8" in n or "_u16" in n or "_u32" in n]

@@ -184,3 +184,48 @@ def test_guard_bands_catch_a_write_out_of_bounds(tmp_path, monkeypatch):
         z = np.zeros(100, np.float32)
         cuda.launch("bad.cu", "write_one_past", z.dtype, 1, 128, (z, np.int64(99)))
     np.testing.assert_array_equal(z, 1.0)
+
+
+INDEXED_SOURCE = r"""
+// Per row of x (rows × cols): its maximum and the column of its first maximum, as an Index.
+template <typename T, typename Index>
+__global__ void row_argmax(const T* x, T* best, Index* column, long long rows, long long cols) {
+    long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    long long c_best = 0;
+    for (long long c = 1; c < cols; ++c) if (x[r * cols + c] > x[r * cols + c_best]) c_best = c;
+    best[r] = x[r * cols + c_best];
+    column[r] = (Index)c_best;
+}
+"""
+
+
+@pytest.mark.parametrize("index_dtype", [np.uint8, np.uint16, np.uint32])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_kernel_templated_on_an_index_type_runs_as_kernel_T_Index(tmp_path, monkeypatch, dtype, index_dtype):
+    (tmp_path / "indexed.cu").write_text(INDEXED_SOURCE)
+    monkeypatch.setattr(cuda, "kernels_dir", lambda: tmp_path)
+    x = np.random.default_rng(0).standard_normal((5, 300)).astype(dtype)
+    best, column = np.empty(5, dtype), np.empty(5, index_dtype)
+    with ts.backend.cuda_emulation(guard_band=True) as emu:
+        cuda.launch("indexed.cu", "row_argmax", dtype, 1, 32, (x, best, column, np.int64(5), np.int64(300)),
+                    index_dtype=index_dtype)
+    np.testing.assert_array_equal(best, x.max(axis=1))
+    np.testing.assert_array_equal(column, x.argmax(axis=1).astype(index_dtype))    # uint8 wraps 300 columns
+    ctype = {np.float32: "float", np.float64: "double"}[dtype]
+    itype = {np.uint8: "unsigned char", np.uint16: "unsigned short", np.uint32: "unsigned int"}[index_dtype]
+    assert emu.kernels() == [f"row_argmax<{ctype}, {itype}>"]
+
+
+def test_a_kernel_templated_on_an_index_type_needs_the_right_index(tmp_path, monkeypatch):
+    (tmp_path / "indexed.cu").write_text(INDEXED_SOURCE)
+    monkeypatch.setattr(cuda, "kernels_dir", lambda: tmp_path)
+    x, best = np.zeros((2, 3), np.float32), np.zeros(2, np.float32)
+    args = (x, best, np.zeros(2, np.uint16), np.int64(2), np.int64(3))
+    with ts.backend.cuda_emulation():
+        with pytest.raises(KeyError, match=r"row_argmax<float, unsigned char>.*pass index_dtype="):
+            cuda.launch("indexed.cu", "row_argmax", np.float32, 1, 32, args)
+        with pytest.raises(TypeError, match="uint8, uint16, uint32, got int32"):
+            cuda.launch("indexed.cu", "row_argmax", np.float32, 1, 32, args, index_dtype=np.int32)
+        with pytest.raises(TypeError, match="argument 2 points to 1-byte elements, got a uint16 array"):
+            cuda.launch("indexed.cu", "row_argmax", np.float32, 1, 32, args, index_dtype=np.uint8)

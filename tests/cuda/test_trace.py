@@ -49,3 +49,19 @@ def test_only_float32_launches_are_traced():
                       (np.zeros(8), np.zeros(8), np.int64(8)), 0)
     with pytest.raises(TypeError, match="float32"):
         thread_owners(call)
+
+
+def test_max_pool_backward_replays_with_its_winner_type_and_gives_each_dx_its_own_thread():
+    x = np.random.default_rng(0).standard_normal((1, 2, 6, 8)).astype(np.float32)
+
+    def forward_backward():
+        y = F.max_pool2d(ts.Tensor(x, requires_grad=True), 2)
+        y.backward(np.ones(y.shape, np.float32))
+
+    with backend.use_kernel("max_pool2d", "cuda"):
+        calls = record_launches(forward_backward)
+    assert [(c.kernel, c.index_dtype) for c in calls] == [("max_pool2d_forward", np.dtype(np.uint8)),
+                                                          ("max_pool2d_backward", np.dtype(np.uint8))]
+    owners = thread_owners(calls[1])                             # (grad, winner, dx, sizes...)
+    assert list(owners) == [2]                                   # dx alone was written
+    np.testing.assert_array_equal(owners[2].ravel(), np.arange(2 * 6 * 8))     # a gather: one thread per dx

@@ -1,7 +1,9 @@
 """Run kernels/*.cu on the CPU: g++ compiles the CUDA C source with emulation.h in front.
 
 An ``EmulatedModule`` is the CPU twin of ``cupy.RawModule``: built from the same source
-and the same name expressions, ``get_function(name)`` returns a kernel called exactly
+and the same name expressions (``relu_forward<float>``, ``max_pool2d_forward<double,
+unsigned short>``: each one's address is taken in a generated entry point, which
+instantiates the template), ``get_function(name)`` returns a kernel called exactly
 like a CuPy ``RawKernel`` — ``kernel(grid, block, args, shared_mem=0)`` — with NumPy
 arrays where CuPy would take device arrays. Each argument is checked against the
 kernel's parameter list before the launch (size of a value, element size behind a

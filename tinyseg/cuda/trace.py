@@ -14,8 +14,10 @@ with the same grid, block, shared memory and (copied) arguments through a second
 build of the same .cu source, instantiated for ``T = Traced``: a float whose assignment
 operators note, for every element of a watched array they write, the thread that wrote
 it (the emulation runs one thread at a time, so "the current thread" is well defined).
-Kernels are templates on T, so nothing in them changes; the values computed are the
-float32 ones. docs/img/gen_gpu_pictures.py draws the owner maps of docs/gpu.md with it.
+Kernels are templates on T, so nothing in them changes (a kernel also templated on an
+index type keeps the launch's: ``max_pool2d_forward<Traced, unsigned char>``); the values
+computed are the float32 ones. docs/img/gen_gpu_pictures.py draws the owner maps of
+docs/gpu.md with it.
 
 Limits: float32 kernels only (Traced is 4 bytes); a kernel that reinterprets its T
 pointers as other types (vector loads), or calls a math function with no Traced
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _KERNEL, kernels_dir
+from . import kernels_dir, name_expression, template_instances
 
 TRACED_PRELUDE = r"""
 // ----- tinyseg.cuda.trace: T = Traced, a float that notes which thread writes where
@@ -104,6 +106,7 @@ class LaunchCall:
     block: tuple
     args: tuple
     shared_mem: int
+    index_dtype: np.dtype | None = None     # the Index of a kernel<T, Index> (tinyseg.cuda.INDEX_CTYPES)
 
     @property
     def threads_per_block(self) -> int:
@@ -121,10 +124,11 @@ def record_launches(fn) -> list[LaunchCall]:
     calls = []
     original = cuda.launch
 
-    def recording(source_name, kernel, dtype, grid, block, args, shared_mem=0):
+    def recording(source_name, kernel, dtype, grid, block, args, shared_mem=0, index_dtype=None):
         calls.append(LaunchCall(source_name, kernel, np.dtype(dtype), _dims(grid), _dims(block),
-                                tuple(a.copy() if isinstance(a, np.ndarray) else a for a in args), int(shared_mem)))
-        return original(source_name, kernel, dtype, grid, block, args, shared_mem)
+                                tuple(a.copy() if isinstance(a, np.ndarray) else a for a in args), int(shared_mem),
+                                None if index_dtype is None else np.dtype(index_dtype)))
+        return original(source_name, kernel, dtype, grid, block, args, shared_mem, index_dtype=index_dtype)
 
     cuda.launch = recording
     try:
@@ -139,16 +143,18 @@ _modules: dict = {}
 
 
 def traced_module(source_name: str):
-    """The host build of kernels/``source_name`` with every template kernel instantiated for ``Traced``."""
+    """The host build of kernels/``source_name`` with every template kernel instantiated for ``T = Traced``
+    (and, for a kernel templated on an index type too, for each index type)."""
     from .emulation import EmulatedModule
     if source_name not in _modules:
         source = kernels_dir() / source_name
         text = source.read_text()
-        names = [f"{name}<Traced>" for templated, name in _KERNEL.findall(text) if templated]
+        names = [name for name in template_instances(text, ("Traced",), where=source_name)
+                 if "<" in name]                                      # the template kernels only
         folder = Path(tempfile.mkdtemp(prefix="tinyseg-trace-"))
         wrapper = folder / source_name
         wrapper.write_text(TRACED_PRELUDE + text)
-        _modules[source_name] = EmulatedModule(wrapper, tuple(dict.fromkeys(names)), include_dirs=(source.parent,))
+        _modules[source_name] = EmulatedModule(wrapper, tuple(names), include_dirs=(source.parent,))
     return _modules[source_name]
 
 
@@ -162,7 +168,7 @@ def thread_owners(call: LaunchCall) -> dict[int, np.ndarray]:
     if call.dtype != np.float32:
         raise TypeError(f"thread_owners: float32 launches only (Traced is a float), got {call.dtype}")
     module = traced_module(call.source)
-    kernel = module.get_function(f"{call.kernel}<Traced>")
+    kernel = module.get_function(name_expression(call.kernel, "Traced", call.index_dtype))
     args = tuple(a.copy() if isinstance(a, np.ndarray) else a for a in call.args)
     owners = {i: np.full(a.shape, -1, dtype=np.int64) for i, a in enumerate(args)
               if isinstance(a, np.ndarray) and a.dtype == np.float32}

@@ -14,8 +14,6 @@ from .. import cuda
 
 THREADS = 256
 MAX_BLOCKS = 4096
-# The winner's type (the CPU kernels': np.min_scalar_type(k_h·k_w − 1)) -> kernel suffix.
-_WINNER_SUFFIX = {1: "u8", 2: "u16", 4: "u32"}
 
 
 def _grid(n):
@@ -30,6 +28,7 @@ def _sizes(geometry):
 
 
 def _winner_type(geometry):
+    """The CPU kernels' winner type, np.min_scalar_type(k_h·k_w − 1): the kernels' Index (uint8, 16 or 32)."""
     kh, kw = geometry.kernel
     return np.min_scalar_type(kh * kw - 1)
 
@@ -41,16 +40,17 @@ def max_pool2d_forward(x, geometry, keep_winner, xp):
     y = xp.empty((N, C) + tuple(geometry.out_size), dtype=x.dtype)
     index_type = _winner_type(geometry)
     winner = xp.empty(y.shape if keep_winner else (1,), dtype=index_type)
-    cuda.launch("pool.cu", f"max_pool2d_forward_{_WINNER_SUFFIX[index_type.itemsize]}", x.dtype, _grid(y.size),
-                THREADS, (x, y, winner, np.int32(bool(keep_winner)), *_sizes(geometry), x.dtype.type(-np.inf)))
+    cuda.launch("pool.cu", "max_pool2d_forward", x.dtype, _grid(y.size), THREADS,
+                (x, y, winner, np.int32(bool(keep_winner)), *_sizes(geometry), x.dtype.type(-np.inf)),
+                index_dtype=winner.dtype)
     return y, (winner if keep_winner else None)
 
 
 def max_pool2d_backward(grad, winner, geometry, xp):
     grad, winner = xp.ascontiguousarray(grad), xp.ascontiguousarray(winner)
     dx = xp.empty(geometry.input_shape, dtype=grad.dtype)
-    cuda.launch("pool.cu", f"max_pool2d_backward_{_WINNER_SUFFIX[winner.dtype.itemsize]}", grad.dtype,
-                _grid(dx.size), THREADS, (grad, winner, dx, *_sizes(geometry)))
+    cuda.launch("pool.cu", "max_pool2d_backward", grad.dtype, _grid(dx.size), THREADS,
+                (grad, winner, dx, *_sizes(geometry)), index_dtype=winner.dtype)
     return dx
 
 

@@ -32,7 +32,7 @@ MAX_BLOCKS = 4096      # grid cap: larger problems loop (grid-stride)
 
 
 # ---------------------------------------------------------------------------------------
-# Forward (kernels/pool.cu, max_pool2d_forward_u8/_u16/_u32).
+# Forward (kernels/pool.cu, max_pool2d_forward<T, Index>).
 #
 # Thread/block mapping: one thread per y[n,c,i,j], flat index with j fastest, 256-thread
 # blocks in a grid-stride loop.
@@ -93,7 +93,7 @@ def max_pool2d_forward(x, y, winner, keep_winner, kernel_h, kernel_w, stride_h, 
 
 
 # ---------------------------------------------------------------------------------------
-# Backward (kernels/pool.cu, max_pool2d_backward_u8/_u16/_u32): a gather.
+# Backward (kernels/pool.cu, max_pool2d_backward<T, Index>): a gather.
 #
 # Thread/block mapping: one thread per dx[n,c,r,q], q fastest, 256-thread blocks,
 # grid-stride. At padded position R = r + p_h the windows holding the pixel are
