@@ -172,3 +172,19 @@ def test_large_arrays_reuse_freed_memory_instead_of_faulting_it_in_again():
     # 10 × 32 MB is 81,920 pages of 4 KB (fewer with huge pages): returned to the system
     # and faulted in again each time without the setting, reused with it.
     assert kept < 200 < returned, (kept, returned)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_matmul_in_a_forked_child_starts_its_own_threads():
+    """A child forked after the pool started inherits the pool object but not its threads: no hang."""
+    a, b = np.ones((256, 512)), np.ones((512, 4096))
+    threads.matmul(a, b)                       # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:                               # child: exit 0 only if the product is right
+        ok = False
+        try:
+            ok = bool(np.all(threads.matmul(a, b) == 512.0))
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -291,6 +291,7 @@ class _GemmPool:
     def __init__(self, workers: int):
         import queue
         import threading
+        self.pid = os.getpid()            # a forked child has the object but not the threads
         self.lock = threading.Lock()
         self.inboxes = [queue.SimpleQueue() for _ in range(workers)]
         self.done = queue.SimpleQueue()
@@ -355,7 +356,7 @@ def matmul(a, b, out=None):
     if parts == 1 or out.ndim > 3 or batch * M * N * K < PARALLEL_GEMM_MIN_MACS:
         with blas_limit(1):
             return np.matmul(a, b, out=out)
-    if _pool is None or len(_pool.inboxes) != parts - 1:
+    if _pool is None or len(_pool.inboxes) != parts - 1 or _pool.pid != os.getpid():
         _pool = _GemmPool(parts - 1)
     if not _pool.lock.acquire(blocking=False):      # another thread's product is running: compute alone
         with blas_limit(1):
