@@ -6,7 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from tinyseg import threads
+_USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")      # before tinyseg is imported
+
+from tinyseg import threads  # noqa: E402
 
 
 def test_available_cores_is_within_the_machine():
@@ -53,7 +55,8 @@ def test_configure_caps_both_pools_and_picks_a_sleeping_threading_layer():
         cols = np.empty((1, 9, 16))
         conv_kernels_numba.im2col(np.ones((1, 1, 4, 4)), 3, 3, 1, 1, 1, 1, 1, 1, 4, 0, 1, 0, 4, cols)
         assert numba.threading_layer() in ("omp", "workqueue")
-        assert "OMP_WAIT_POLICY" in os.environ           # PASSIVE, set by import tinyseg unless the user set it
+        # PASSIVE only while Numba's libgomp loaded: not left for other libraries' OpenMP.
+        assert os.environ.get("OMP_WAIT_POLICY") == _USER_OMP_WAIT_POLICY
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2,
@@ -188,3 +191,31 @@ def test_matmul_in_a_forked_child_starts_its_own_threads():
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+_IDLE_SCRIPT = """
+import os, time
+import numpy as np
+import numba
+from tinyseg.functional import elementwise_kernels_numba as compiled
+x = np.ones(2**22, np.float32); y = np.empty_like(x)
+compiled.relu_forward(x, y)
+cpu, wall = time.process_time(), time.perf_counter()
+for _ in range(100):
+    compiled.relu_forward(x, y)
+    time.sleep(0.002)
+print(numba.threading_layer(), os.environ.get("OMP_WAIT_POLICY"), time.process_time() - cpu, time.perf_counter() - wall)
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores")
+def test_numba_threads_sleep_between_parallel_loops_and_the_environment_is_left_alone():
+    """Between launches (here: 2 ms sleeps) Numba's OpenMP threads sleep: the process uses far less
+    CPU time than wall time. With OMP_WAIT_POLICY=ACTIVE a worker spins through the sleeps (CPU ≈ wall)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")}
+    out = subprocess.run([sys.executable, "-c", _IDLE_SCRIPT], env=env, capture_output=True, text=True, check=True)
+    layer, policy, cpu, wall = out.stdout.split()
+    if layer != "omp":
+        pytest.skip(f"Numba's OpenMP layer is not available here (running {layer})")
+    assert policy == "None"                       # PASSIVE was set only while libgomp loaded
+    assert float(cpu) < 0.8 * float(wall), (cpu, wall)

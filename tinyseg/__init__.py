@@ -16,11 +16,6 @@ import os
 # or when the variable is set in the shell. A value the user set is kept.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-# Numba's OpenMP threads sleep as soon as a parallel loop ends instead of spinning
-# (GNU OpenMP's default), so that they do not take the cores from tinyseg's GEMM
-# threads that run next (tinyseg/threads.py). Read when libgomp loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 # Both thread pools start as many threads as os.cpu_count() by default, which counts the
 # host's cores, not the ones this process may use (affinity mask, container CPU quota):
 # capped here, before NumPy and Numba load, unless the user set the counts

@@ -14,8 +14,10 @@ busy while the other one works:
   took 448 ms with NumPy imported before tinyseg (too late for the
   OPENBLAS_THREAD_TIMEOUT=4 that ``import tinyseg`` sets) and 351 ms after; with the
   products on tinyseg's threads, 363 and 351 ms, and the OpenBLAS worker uses no CPU.
-* Numba's threading layer is "omp" (GNU OpenMP) with OMP_WAIT_POLICY=PASSIVE (set by
-  ``import tinyseg`` unless the user set it): the calling thread works as one of the
+* Numba's threading layer is "omp" (GNU OpenMP) with passive waits (OMP_WAIT_POLICY=
+  PASSIVE in the environment only while Numba's libgomp loads, unless the user set the
+  variable: another library's OpenMP in the same process, PyTorch's for one, loads
+  later with its own default): the calling thread works as one of the
   team (no hand-off to a worker and back), idle threads sleep at once, and launches
   from several Python threads are allowed. "workqueue" (whose idle workers also sleep)
   is the fallback where libgomp cannot load. Measured on the 2-core Zen 4, B16 training
@@ -212,18 +214,36 @@ def configure() -> None:
             numba.set_num_threads(wanted)
 
 
-def select_threading_layer() -> None:
-    """Numba's threading layer: "omp" (passive waits), else "workqueue"; a NUMBA_THREADING_LAYER set by the user is kept.
+_numba_threads_started = False
 
-    Must run before Numba's first parallel launch (each compiled-kernel module calls it on
-    import). OMP_WAIT_POLICY is read when libgomp loads, at that first launch: ``import
-    tinyseg`` sets it to PASSIVE unless the user set it.
+
+def select_threading_layer() -> None:
+    """Numba's threading layer: "omp" with passive waits, else "workqueue"; started now, once.
+
+    Each compiled-kernel module calls it on import, before Numba's first parallel launch.
+    A NUMBA_THREADING_LAYER set by the user is kept. libgomp reads OMP_WAIT_POLICY when it
+    loads, which is when Numba starts its threads: so the threads are started here, with
+    the variable set to PASSIVE for that moment only (unless the user set it), and the
+    environment is restored right after — PyTorch, or any other library whose OpenMP
+    loads later in the same process, keeps its own default.
     """
+    global _numba_threads_started
+    if _numba_threads_started:
+        return
+    _numba_threads_started = True
     import numba
     if "NUMBA_THREADING_LAYER" not in os.environ:
         numba.config.THREADING_LAYER = "default"
         numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    set_here = "OMP_WAIT_POLICY" not in os.environ
+    if set_here:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        from numba.np.ufunc import parallel
+        parallel._launch_threads()        # loads the layer (and libgomp) now
+    finally:
+        if set_here:
+            os.environ.pop("OMP_WAIT_POLICY", None)
 
 
 # ----------------------------------------------------------------------------- freed memory stays for reuse
