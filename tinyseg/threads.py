@@ -26,6 +26,13 @@ busy while the other one works:
   With OpenMP's default wait policy (threads spin 300,000 rounds before sleeping) the
   same step took 472 ms: the spinning team takes the cores from the GEMM threads. A
   NUMBA_THREADING_LAYER the user set is kept.
+  The price: GNU OpenMP is not fork-safe. Once tinyseg's compiled CPU kernels have
+  loaded (the first CPU op that uses them), a child made by a bare ``os.fork()`` — e.g.
+  ``multiprocessing`` with the "fork" start method, Python's default on Linux before
+  3.14 — is terminated by Numba ("fork() called from a process already using GNU
+  OpenMP") if it runs one of them. Use the "spawn" or "forkserver" start method, or
+  NUMBA_THREADING_LAYER=workqueue (fork-safe, ~10 % slower here). PyTorch's OpenMP has
+  the same rule. tinyseg itself never forks (its DataLoader prefetches on a thread).
 * Both pools are capped at the cores this process may use: the CPU affinity mask and
   the cgroup CPU quota (a container granted 2 CPUs on a 64-core host sees 64 in
   ``os.cpu_count()``; OpenBLAS and Numba would each start 64 threads there). A smaller
