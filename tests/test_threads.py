@@ -219,3 +219,26 @@ def test_numba_threads_sleep_between_parallel_loops_and_the_environment_is_left_
         pytest.skip(f"Numba's OpenMP layer is not available here (running {layer})")
     assert policy == "None"                       # PASSIVE was set only while libgomp loaded
     assert float(cpu) < 0.8 * float(wall), (cpu, wall)
+
+
+_FORK_SCRIPT = """
+import os
+import numpy as np
+from tinyseg.functional import elementwise_kernels_numba as compiled
+x = np.ones(2**20, np.float32); y = np.empty_like(x)
+compiled.relu_forward(x, y)                 # the parent has run a parallel loop
+pid = os.fork()
+if pid == 0:
+    compiled.relu_forward(-x, y)
+    os._exit(0 if y.max() == 0 else 1)
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_numba_workqueue_layer_is_the_documented_way_to_fork_after_using_the_kernels():
+    """threads.py: with NUMBA_THREADING_LAYER=workqueue a forked child may run the parallel kernels."""
+    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue")
+    out = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], env=env, capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "0"
