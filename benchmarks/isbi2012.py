@@ -26,6 +26,26 @@ from tinyseg.train import Trainer, TrainConfig
 from tinyseg.viz import overlay, plot_curves
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "isbi2012_em"
+DEPTH = 4
+
+
+def build_recipe(args):
+    """Data, loaders, the initial U-Net and its TrainConfig (also used by benchmarks/isbi_vs_torch.py).
+
+    ``args`` needs data, crop, batch_size, base_channels, epochs and lr.
+    """
+    ts.manual_seed(0)
+    data = FolderDataset(args.data, foreground=0)                  # membrane (value 0) = class 1
+    train_ids = [i for i, name in enumerate(data.ids) if int(name) <= 23]
+    val_ids = [i for i, name in enumerate(data.ids) if int(name) >= 24]
+    augment = T.Compose([T.ZScore(), T.RandomCrop(args.crop), T.default_augmentation()])
+    train_loader = DataLoader(Subset(data, train_ids), args.batch_size, shuffle=True, seed=0, transform=augment)
+    val_loader = DataLoader(Subset(data, val_ids), 2, shuffle=False,
+                            transform=T.Compose([T.ZScore(), T.CenterCropOrPad(args.crop)]))
+    model = ts.models.UNet(1, 1, base_channels=args.base_channels, depth=DEPTH, norm="batch")
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, progress=False)
+    return dict(data=data, train_ids=train_ids, val_ids=val_ids, train_loader=train_loader,
+                val_loader=val_loader, model=model, config=config)
 
 
 def main():
@@ -41,17 +61,9 @@ def main():
     if not Path(args.data).is_dir():
         raise SystemExit(f"{args.data}: not found (the ISBI 2012 slices live in ../shared/data/isbi2012_em)")
 
-    ts.manual_seed(0)
-    data = FolderDataset(args.data, foreground=0)                  # membrane (value 0) = class 1
-    train_ids = [i for i, name in enumerate(data.ids) if int(name) <= 23]
-    val_ids = [i for i, name in enumerate(data.ids) if int(name) >= 24]
-    train = Subset(data, train_ids)
-    augment = T.Compose([T.ZScore(), T.RandomCrop(args.crop), T.default_augmentation()])
-    train_loader = DataLoader(train, args.batch_size, shuffle=True, seed=0, transform=augment)
-    val_loader = DataLoader(Subset(data, val_ids), 2, shuffle=False,
-                            transform=T.Compose([T.ZScore(), T.CenterCropOrPad(args.crop)]))
-    model = ts.models.UNet(1, 1, base_channels=args.base_channels, depth=4, norm="batch")
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, progress=False)
+    r = build_recipe(args)
+    data, val_ids, model, config = r["data"], r["val_ids"], r["model"], r["config"]
+    train_loader, val_loader = r["train_loader"], r["val_loader"]
     out = Path(args.out)
     trainer = Trainer(model, train_loader, val_loader, config, out_dir=str(out))
 

@@ -57,34 +57,18 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from tinyseg.data import DataLoader, FolderDataset, Subset
 from tinyseg.data import transforms as T
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / ".." / "shared" / "data" / "isbi2012_em"
-DEPTH = 4
 LOSS_RTOL = 1e-4
 GRAD64_RTOL = 1e-6
 
 
 # ----------------------------------------------------------------------------- the shared recipe
 
-def build_recipe(args):
-    """Data, loaders, tinyseg's initial model and TrainConfig, exactly as benchmarks/isbi2012.py builds them."""
-    from tinyseg.train import TrainConfig
-    ts.manual_seed(0)
-    data = FolderDataset(args.data, foreground=0)                  # membrane (value 0) = class 1
-    train_ids = [i for i, name in enumerate(data.ids) if int(name) <= 23]
-    val_ids = [i for i, name in enumerate(data.ids) if int(name) >= 24]
-    train = Subset(data, train_ids)
-    augment = T.Compose([T.ZScore(), T.RandomCrop(args.crop), T.default_augmentation()])
-    train_loader = DataLoader(train, args.batch_size, shuffle=True, seed=0, transform=augment)
-    val_loader = DataLoader(Subset(data, val_ids), 2, shuffle=False,
-                            transform=T.Compose([T.ZScore(), T.CenterCropOrPad(args.crop)]))
-    model = ts.models.UNet(1, 1, base_channels=args.base_channels, depth=DEPTH, norm="batch")
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, progress=False)
-    return dict(data=data, train_ids=train_ids, val_ids=val_ids, train_loader=train_loader,
-                val_loader=val_loader, model=model, config=config)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from isbi2012 import DEPTH, build_recipe  # noqa: E402  (the recipe, from the script that defines it)
 
 
 def weights_digest(state) -> str:
