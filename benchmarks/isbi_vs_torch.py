@@ -116,67 +116,15 @@ def cpu_description() -> dict:
 # ----------------------------------------------------------------------------- the PyTorch twin
 
 def torch_unet(base_channels, depth=DEPTH):
-    """The PyTorch module of ts.models.UNet(1, 1, base_channels, depth, norm="batch"): the same layers
-    in the same order and with the same state-dict names (conv without bias -> BatchNorm -> ReLU,
-    twice per block; 2×2 max-pool; nearest ×2 upsample -> 3×3 conv with bias -> ReLU; skip concat
-    [skip, up]; 1×1 head)."""
-    import torch
-    from torch import nn
-
-    class ConvBlock(nn.Module):
-        def __init__(self, cin, cout):
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-            self.norm1 = nn.BatchNorm2d(cout)            # eps 1e-5, momentum 0.1, unbiased running var: as tinyseg
-            self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-            self.norm2 = nn.BatchNorm2d(cout)
-
-        def forward(self, x):
-            x = torch.relu_(self.norm1(self.conv1(x)))
-            return torch.relu_(self.norm2(self.conv2(x)))
-
-    class Up(nn.Module):
-        def __init__(self, cin, cout):
-            super().__init__()
-            self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
-            self.conv = nn.Conv2d(cin, cout, 3, padding=1)
-
-        def forward(self, x):
-            return torch.relu_(self.conv(self.upsample(x)))
-
-    class TorchUNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            ch = [base_channels * 2 ** i for i in range(depth + 1)]
-            self.encoder = nn.ModuleList([ConvBlock(1 if i == 0 else ch[i - 1], ch[i]) for i in range(depth + 1)])
-            self.pool = nn.MaxPool2d(2)
-            self.ups = nn.ModuleList([Up(ch[i + 1], ch[i]) for i in reversed(range(depth))])
-            self.decoder = nn.ModuleList([ConvBlock(2 * ch[i], ch[i]) for i in reversed(range(depth))])
-            self.head = nn.Conv2d(ch[0], 1, 1)
-
-        def forward(self, x):
-            skips = []
-            for level, block in enumerate(self.encoder):
-                if level > 0:
-                    x = self.pool(x)
-                x = block(x)
-                skips.append(x)
-            skips.pop()
-            for up, block in zip(self.ups, self.decoder):
-                x = up(x)
-                x = block(torch.cat([skips.pop(), x], dim=1))
-            return self.head(x)
-
-    return TorchUNet()
+    """The PyTorch module of ts.models.UNet(1, 1, base_channels, depth, norm="batch") (tinyseg.bench builds it)."""
+    from tinyseg.bench import torch_unet as build
+    return build(base_channels, depth, norm="batch")
 
 
 def torch_twin(ts_model):
     """torch_unet with every parameter and buffer of ``ts_model`` copied in (strict: same names and shapes)."""
-    import torch
-    model = torch_unet(ts_model.config["base_channels"], ts_model.config["depth"])
-    state = {name: torch.from_numpy(np.array(value)) for name, value in ts_model.state_dict().items()}
-    model.load_state_dict(state, strict=True)
-    return model
+    from tinyseg.bench import torch_model_like
+    return torch_model_like(ts_model)
 
 
 def torch_loss(logits, masks):

@@ -62,19 +62,26 @@ def tinyseg_loss(model, x, y):
 
 # ----------------------------------------------------------------------------- PyTorch side
 
-def torch_model_like(ts_model):
-    """The same U-Net in PyTorch, with tinyseg's weights copied in (parameters in the same order)."""
+def torch_unet(base, depth=DEPTH, norm=None):
+    """The PyTorch module of ``ts.models.UNet(1, 1, base, depth, padding="same", upsample="nearest", norm=norm)``
+    for norm None or "batch": the same layers in the same order, with the same state-dict names
+    (3×3 conv [without bias, then BatchNorm] -> ReLU, twice per block; 2×2 max-pool; nearest ×2
+    upsample -> 3×3 conv -> ReLU; skip concat [skip, up]; 1×1 head)."""
     import torch
     from torch import nn
 
     class Block(nn.Module):
         def __init__(self, cin, cout):
             super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-            self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+            self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=norm is None)
+            self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=norm is None)
+            if norm == "batch":          # eps 1e-5, momentum 0.1, unbiased running variance: as tinyseg
+                self.norm1, self.norm2 = nn.BatchNorm2d(cout), nn.BatchNorm2d(cout)
+            else:
+                self.norm1 = self.norm2 = nn.Identity()
 
         def forward(self, x):
-            return torch.relu(self.conv2(torch.relu(self.conv1(x))))
+            return torch.relu(self.norm2(self.conv2(torch.relu(self.norm1(self.conv1(x))))))
 
     class Up(nn.Module):
         def __init__(self, cin, cout):
@@ -85,12 +92,12 @@ def torch_model_like(ts_model):
             return torch.relu(self.conv(nn.functional.interpolate(x, scale_factor=2, mode="nearest")))
 
     class TorchUNet(nn.Module):
-        def __init__(self, base):
+        def __init__(self):
             super().__init__()
-            ch = [base * 2 ** i for i in range(DEPTH + 1)]
-            self.encoder = nn.ModuleList([Block(1 if i == 0 else ch[i - 1], ch[i]) for i in range(DEPTH + 1)])
-            self.ups = nn.ModuleList([Up(ch[i + 1], ch[i]) for i in reversed(range(DEPTH))])
-            self.decoder = nn.ModuleList([Block(2 * ch[i], ch[i]) for i in reversed(range(DEPTH))])
+            ch = [base * 2 ** i for i in range(depth + 1)]
+            self.encoder = nn.ModuleList([Block(1 if i == 0 else ch[i - 1], ch[i]) for i in range(depth + 1)])
+            self.ups = nn.ModuleList([Up(ch[i + 1], ch[i]) for i in reversed(range(depth))])
+            self.decoder = nn.ModuleList([Block(2 * ch[i], ch[i]) for i in reversed(range(depth))])
             self.head = nn.Conv2d(ch[0], 1, 1)
 
         def forward(self, x):
@@ -105,14 +112,22 @@ def torch_model_like(ts_model):
                 x = block(torch.cat([skips.pop(), up(x)], dim=1))
             return self.head(x)
 
-    model = TorchUNet(ts_model.config["base_channels"])
-    ours = dict(ts_model.named_parameters())
-    theirs = dict(model.named_parameters())
+    if norm not in (None, "batch"):
+        raise ValueError(f"torch_unet: norm {norm!r}: expected None or 'batch'")
+    return TorchUNet()
+
+
+def torch_model_like(ts_model):
+    """The same U-Net in PyTorch with every parameter and buffer of ``ts_model`` copied in
+    (strict: the same names and shapes, or an error naming the difference)."""
+    import torch
+    config = ts_model.config
+    model = torch_unet(config["base_channels"], config["depth"], config.get("norm"))
+    ours = {name: np.ascontiguousarray(np.asarray(value)) for name, value in ts_model.state_dict().items()}
+    theirs = model.state_dict()
     if set(ours) != set(theirs):
         raise RuntimeError(f"parameter names differ: {sorted(set(ours) ^ set(theirs))}")
-    with torch.no_grad():
-        for name, p in theirs.items():
-            p.copy_(torch.from_numpy(np.ascontiguousarray(ours[name].numpy())))
+    model.load_state_dict({name: torch.from_numpy(value) for name, value in ours.items()}, strict=True)
     return model
 
 
