@@ -48,14 +48,19 @@ def build_recipe(args):
                 val_loader=val_loader, model=model, config=config)
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_recipe_arguments(p):
+    """The command-line options ``build_recipe`` reads (also used by benchmarks/isbi_vs_torch.py)."""
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--base-channels", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_recipe_arguments(p)
     p.add_argument("--out", default="runs/isbi")
     args = p.parse_args()
     if not Path(args.data).is_dir():

@@ -57,10 +57,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from tinyseg.bench import peak_rss_mb
 from tinyseg.data import transforms as T
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO / ".." / "shared" / "data" / "isbi2012_em"
 LOSS_RTOL = 1e-4
 GRAD64_RTOL = 1e-6
 
@@ -68,7 +67,7 @@ GRAD64_RTOL = 1e-6
 # ----------------------------------------------------------------------------- the shared recipe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from isbi2012 import DEPTH, build_recipe  # noqa: E402  (the recipe, from the script that defines it)
+from isbi2012 import DEPTH, add_recipe_arguments, build_recipe  # noqa: E402  (the recipe, from the script that defines it)
 
 
 def weights_digest(state) -> str:
@@ -84,17 +83,6 @@ def weights_digest(state) -> str:
 def summarize(result) -> dict:
     return {"dice": float(result["mean"]["dice"]), "iou": float(result["mean"]["iou"]),
             "pixel_error": float(1 - result["mean"]["accuracy"]), "hd95_px": float(result["mean"]["hd95"])}
-
-
-def peak_rss_mb():
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def cpu_description() -> dict:
@@ -455,19 +443,14 @@ def markdown(summary) -> str:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(DEFAULT_DATA))
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--crop", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--base-channels", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-3)
+    add_recipe_arguments(p)
     p.add_argument("--threads", type=int, default=2, help="threads of both frameworks (torch.set_num_threads, "
                                                           "OMP/OpenBLAS/MKL/NUMBA_NUM_THREADS)")
     p.add_argument("--repeats", type=int, default=1, help="runs per framework, alternating which goes first")
     p.add_argument("--out", default="runs/isbi_vs_torch")
     p.add_argument("--torch-omp-wait-policy", choices=("default", "passive"), default="default",
                    help="PyTorch's OMP_WAIT_POLICY: its own default (threads spin a while after a parallel "
-                        "region), or PASSIVE as importing tinyseg sets for tinyseg (tinyseg.bench's condition)")
+                        "region), or PASSIVE (threads sleep at once, as tinyseg's own Numba threads do)")
     p.add_argument("--worker", choices=("check", "tinyseg", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     p.add_argument("--run-dir", help=argparse.SUPPRESS)
