@@ -384,16 +384,18 @@ class WinogradKernel(NumbaIm2colKernel):
 
 
 class DirectKernel(NumbaIm2colKernel):
-    """A direct convolution for thin layers (few channels), stride 1: no im2col matrix, no GEMM.
+    """A direct convolution, stride 1: no im2col matrix, no GEMM, the register blocking of oneDNN.
 
     With 16 channels the im2col GEMMs are (16 × 144)·(144 × pixels) products, too thin
     for OpenBLAS to reach its speed, and building the matrix writes 9× the input. The
-    compiled loop (``conv_kernels_numba.direct_forward``) instead reads each input row
-    once per kernel row and feeds it to 8 output channels at a time, vectorised along
-    the output row, register-blocked over output channels and pixels (oneDNN's
-    approach, without its JIT). Forward, the stride-1 input gradient (the forward of dY
-    with the flipped kernel, as for im2col) and the weight gradient
-    (``direct_weight_grad``); strided convolutions go to numba-im2col. NumPy arrays only.
+    compiled loop (``conv_kernels_numba.direct_forward``) keeps a block of output
+    channels × one vector of pixels in vector registers through the whole sum over
+    input channels and taps: one input-vector load and one broadcast weight per vector
+    multiply-add (explicit SIMD through ``simd_numba``; AVX-512 and AVX2 alike). The
+    input is padded once and the weights transposed to output-channel-last
+    (``direct_layout``). Forward, the stride-1 input gradient (the forward of dY with the
+    flipped kernel, as for im2col) and the weight gradient (``direct_weight_grad``, an
+    auto-vectorised loop); strided convolutions go to numba-im2col. NumPy arrays only.
     "auto" picks it where it measures fastest (tinyseg/tuning.py).
     """
 
@@ -405,9 +407,11 @@ class DirectKernel(NumbaIm2colKernel):
             return super().forward(x, weight, geometry)
         from . import conv_kernels_numba as compiled
         (top, _), (left, _) = geometry.padding
-        y = np.empty((x.shape[0], weight.shape[0], *geometry.output_size), dtype=x.dtype)
-        compiled.direct_forward(np.ascontiguousarray(x), np.ascontiguousarray(weight), top, left,
-                                *geometry.dilation, y)
+        (out_h, out_w), O = geometry.output_size, weight.shape[0]
+        x_pad, w_t, y = compiled.direct_layout(x, weight, top, left, *geometry.dilation, out_h, out_w)
+        compiled.direct_forward(x_pad, w_t, *geometry.dilation, y)
+        if y.shape[1] != O or y.shape[3] != out_w:
+            y = np.ascontiguousarray(y[:, :O, :, :out_w])
         return y
 
     @classmethod
@@ -513,14 +517,19 @@ def _tuning_candidates(geometry, primitive, in_channels, out_channels, itemsize)
     names = ["im2col", "numba-im2col"]
     if conv_winograd.applies(geometry) and 16 * out_channels * in_channels * itemsize <= WINOGRAD_MAX_KERNEL_BYTES:
         names.append("winograd")
-    if geometry.stride == (1, 1) and max(in_channels, out_channels) <= DIRECT_MAX_CHANNELS:
+    widest = DIRECT_WEIGHT_GRAD_MAX_CHANNELS if primitive == "weight_grad" else DIRECT_MAX_CHANNELS
+    if geometry.stride == (1, 1) and max(in_channels, out_channels) <= widest:
         names.append("direct")
     return names
 
 
-# The widest layer "direct" competes for (its loops do C·k_h·k_w·O multiply-adds per output
-# pixel without a GEMM's cache blocking: a candidate for thin layers only).
-DIRECT_MAX_CHANNELS = 64
+# The widest layers "direct" competes for. Its forward (and stride-1 input gradient) is
+# register-blocked and won most U-Net layers up to 256 channels on a 2-core Zen 4; past
+# that its weights no longer fit the caches. Its weight gradient is an auto-vectorised
+# loop without a GEMM's cache blocking, 3–6× slower than Winograd at 64+ channels there:
+# measuring it on wide layers would only spend the tuning budget.
+DIRECT_MAX_CHANNELS = 512
+DIRECT_WEIGHT_GRAD_MAX_CHANNELS = 64
 
 
 def _tuned_kernel(primitive, a, b, geometry, in_channels, out_channels):
