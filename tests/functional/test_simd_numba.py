@@ -51,8 +51,9 @@ def test_intrinsics_compute_their_definitions(dtype):
 @given(c_in=st.integers(1, 20), c_out=st.integers(1, 2 * 16 + 3), height=st.integers(1, 9), width=st.integers(1, 40),
        kernel=st.sampled_from([(3, 3), (1, 1), (2, 3), (5, 5)]), dilation=st.sampled_from([(1, 1), (2, 1)]),
        padding=st.sampled_from([((1, 1), (1, 1)), ((0, 2), (3, 0)), ((2, 2), (2, 2))]), seed=st.integers(0, 2**16))
-def test_direct_forward_and_input_gradient_in_float32(c_in, c_out, height, width, kernel, dilation, padding, seed):
-    """Channel counts past one and two register blocks, widths past whole vectors, float32 (the U-Net's dtype)."""
+def test_direct_primitives_in_float32(c_in, c_out, height, width, kernel, dilation, padding, seed):
+    """Channel counts past one and two register blocks, widths past whole vectors, float32 (the U-Net's dtype):
+    forward, input gradient and weight gradient against float64 references."""
     geometry = conv._ConvGeometry.for_conv2d((height, width), kernel, (1, 1), padding, dilation)
     if min(geometry.output_size) < 1:
         return
@@ -70,3 +71,28 @@ def test_direct_forward_and_input_gradient_in_float32(c_in, c_out, height, width
     dx = conv.DirectKernel.input_grad(dy, w, geometry)
     dx_im2col = conv.Im2colKernel.input_grad(dy.astype(np.float64), w.astype(np.float64), geometry)
     np.testing.assert_allclose(dx, dx_im2col, rtol=0, atol=1e-6 * np.abs(dy).max() * np.abs(w).max() * c_out * 25)
+    dw = conv.DirectKernel.weight_grad(x, dy, geometry)
+    dw_im2col = conv.Im2colKernel.weight_grad(x.astype(np.float64), dy.astype(np.float64), geometry)
+    assert dw.dtype == np.float32 and dw.shape == w.shape
+    pixels = 2 * geometry.output_size[0] * geometry.output_size[1]
+    np.testing.assert_allclose(dw, dw_im2col, rtol=0, atol=1e-6 * np.abs(dy).max() * np.abs(x).max() * pixels)
+
+
+def test_direct_kernels_give_the_same_bits_for_any_thread_count():
+    """Each output (and each partial sum of the weight gradient) has one writer, in an order fixed by the shapes."""
+    geometry = conv._ConvGeometry.for_conv2d((37, 45), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 7, 37, 45)).astype(np.float32)
+    w = rng.standard_normal((19, 7, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((3, 19, 37, 45)).astype(np.float32)
+    threads = numba.get_num_threads()
+    results = []
+    try:
+        for count in sorted({1, threads}):
+            numba.set_num_threads(count)
+            results.append((conv.DirectKernel.forward(x, w, geometry), conv.DirectKernel.weight_grad(x, dy, geometry)))
+    finally:
+        numba.set_num_threads(threads)
+    for y, dw in results[1:]:
+        np.testing.assert_array_equal(y, results[0][0])
+        np.testing.assert_array_equal(dw, results[0][1])

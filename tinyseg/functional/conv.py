@@ -394,8 +394,9 @@ class DirectKernel(NumbaIm2colKernel):
     multiply-add (explicit SIMD through ``simd_numba``; AVX-512 and AVX2 alike). The
     input is padded once and the weights transposed to output-channel-last
     (``direct_layout``). Forward, the stride-1 input gradient (the forward of dY with the
-    flipped kernel, as for im2col) and the weight gradient (``direct_weight_grad``, an
-    auto-vectorised loop); strided convolutions go to numba-im2col. NumPy arrays only.
+    flipped kernel, as for im2col) and the weight gradient (``direct_weight_grad``: output
+    channels × 3 kernel columns of running sums in registers, float64 totals per chunk
+    of rows); strided convolutions go to numba-im2col. NumPy arrays only.
     "auto" picks it where it measures fastest (tinyseg/tuning.py).
     """
 
@@ -420,10 +421,10 @@ class DirectKernel(NumbaIm2colKernel):
             return super().weight_grad(x, grad, geometry)
         from . import conv_kernels_numba as compiled
         (top, _), (left, _) = geometry.padding
-        dw = np.empty((grad.shape[1], x.shape[1], *geometry.kernel), dtype=x.dtype)
-        compiled.direct_weight_grad(np.ascontiguousarray(x), np.ascontiguousarray(grad), top, left,
-                                    *geometry.dilation, dw)
-        return dw
+        x_pad, dy_pad, rows_per_chunk, partial = compiled.direct_weight_grad_layout(
+            x, grad, top, left, *geometry.dilation, *geometry.kernel)
+        compiled.direct_weight_grad(x_pad, dy_pad, *geometry.dilation, rows_per_chunk, partial)
+        return partial.sum(axis=0)[:grad.shape[1]].astype(x.dtype)       # the chunks in order, in float64
 
 
 class AutoKernel(WinogradKernel):
@@ -517,19 +518,16 @@ def _tuning_candidates(geometry, primitive, in_channels, out_channels, itemsize)
     names = ["im2col", "numba-im2col"]
     if conv_winograd.applies(geometry) and 16 * out_channels * in_channels * itemsize <= WINOGRAD_MAX_KERNEL_BYTES:
         names.append("winograd")
-    widest = DIRECT_WEIGHT_GRAD_MAX_CHANNELS if primitive == "weight_grad" else DIRECT_MAX_CHANNELS
-    if geometry.stride == (1, 1) and max(in_channels, out_channels) <= widest:
+    if geometry.stride == (1, 1) and max(in_channels, out_channels) <= DIRECT_MAX_CHANNELS:
         names.append("direct")
     return names
 
 
-# The widest layers "direct" competes for. Its forward (and stride-1 input gradient) is
-# register-blocked and won most U-Net layers up to 256 channels on a 2-core Zen 4; past
-# that its weights no longer fit the caches. Its weight gradient is an auto-vectorised
-# loop without a GEMM's cache blocking, 3–6× slower than Winograd at 64+ channels there:
-# measuring it on wide layers would only spend the tuning budget.
+# The widest layers "direct" competes for. Register-blocked, it won most U-Net layers up
+# to 256 channels on a 2-core Zen 4 (forward and input gradient; the weight gradient up to
+# 32–64, then Winograd); past 512 its weights no longer fit the caches: measuring it there
+# would only spend the tuning budget.
 DIRECT_MAX_CHANNELS = 512
-DIRECT_WEIGHT_GRAD_MAX_CHANNELS = 64
 
 
 def _tuned_kernel(primitive, a, b, geometry, in_channels, out_channels):

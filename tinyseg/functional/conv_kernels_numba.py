@@ -191,7 +191,7 @@ def winograd_output_transform_adjoint(dy, tiles_h, tiles_w, g0, g1, dM):
                     dM[4 * a + 3, o, first + j] = -c1
 
 
-# ----- direct convolution for thin layers (few channels): no im2col matrix, no GEMM
+# ----- direct convolution: no im2col matrix, no GEMM; register-blocked with explicit vectors (simd_numba)
 
 # The register block of ``direct_forward``: this many output channels, each a vector of
 # ``simd.lanes`` pixels, accumulate in registers together: half the ISA's vector
@@ -263,92 +263,90 @@ def direct_forward(x_pad, w_t, dilation_h, dilation_w, y):
             simd.store_rows(y, ((n * channels + o0) * out_h + i) * width + j0, out_h * width, acc)
 
 
-@njit(parallel=True, cache=True, fastmath={"contract", "reassoc"})
-def direct_weight_grad(x, dy, top, left, dilation_h, dilation_w, dw):
-    """dw[o,c,u,v] = Σ_n Σ_i Σ_j dy[n,o,i,j] · x[n,c, i + d_h·u − top, j + d_w·v − left] (0 outside x), stride 1.
+# The register block of ``direct_weight_grad``: this many output channels × 3 kernel
+# columns of running sums (vectors) in registers, a quarter of the ISA's vector registers
+# per column-set (8 × 3 = 24 of AVX-512's 32; 4 × 3 = 12 of AVX2's 16).
+WEIGHT_GRAD_CHANNEL_BLOCK = simd.REGISTERS // 4
 
-    One parallel task per (input channel c, kernel row u): its dw[:, c, u, :] has one
-    writer. For each output row, the dot products of dY's row with the k_w shifted
-    input rows are vectorised reductions ("reassoc" lets LLVM keep vector partial sums
-    in registers, no stores); for 3-wide kernels 4 output channels go together (12 sums
-    from 7 loads per element; measured on a 2-core Zen 4, (4, 16→16, 128²): 33 → 63
-    GFLOP/s, (4, 32→16, 128²): 31 → 75). Each row's sums are added into float64 totals
-    in row order. The order is fixed by the code, not by the
-    threads: the same result for any thread count.
-    x (N, C, H, W), dy (N, O, H', W') -> dw (O, C, k_h, k_w).
-    """
+# Pixels per partial sum of ``direct_weight_grad``: each task sums this many output pixels
+# (whole rows of one sample) in vector registers, then adds its totals as float64 values.
+WEIGHT_GRAD_CHUNK_PIXELS = 2048
+
+
+def direct_weight_grad_layout(x, dy, top, left, dilation_h, dilation_w, kernel_h, kernel_w):
+    """x_pad as ``direct_layout`` makes it, dY padded with zeros to (N, O'', H', W'') (zeros add
+    nothing to the sums), the rows per chunk, and the (chunks, O'', C, k_h, k_w) float64 partial sums."""
+    from .conv import _pad_into
     N, C, H, W = x.shape
-    O, out_h, out_w = dy.shape[1], dy.shape[2], dy.shape[3]
-    kernel_h, kernel_w = dw.shape[2], dw.shape[3]
-    width = out_w + dilation_w * (kernel_w - 1)
-    for task in prange(C * kernel_h):
-        c = task // kernel_h
-        u = task - c * kernel_h
-        totals = np.zeros((O, kernel_w), dtype=np.float64)
-        row = np.empty(width, dtype=x.dtype)
-        q_lo = min(max(left, 0), width)
-        q_hi = max(q_lo, min(W + left, width))
-        row[:q_lo] = 0
-        row[q_hi:] = 0
-        for n in range(N):
-            for i in range(out_h):
-                r = i + dilation_h * u - top
-                if r < 0 or r >= H:
-                    continue
-                row[q_lo:q_hi] = x[n, c, r, q_lo - left:q_hi - left]
-                o = 0
-                if kernel_w == 3:
-                    # 4 output channels × the 3 kernel columns at once: 12 running sums
-                    # (vector registers) fed by 3 + 4 loads per element instead of 24.
-                    l0 = row[0:out_w]
-                    l1 = row[dilation_w:dilation_w + out_w]
-                    l2 = row[2 * dilation_w:2 * dilation_w + out_w]
-                    while o + 4 <= O:
-                        g0, g1, g2, g3 = dy[n, o, i], dy[n, o + 1, i], dy[n, o + 2, i], dy[n, o + 3, i]
-                        a0, a1, a2 = l0[0], l1[0], l2[0]
-                        s00, s01, s02 = g0[0] * a0, g0[0] * a1, g0[0] * a2
-                        s10, s11, s12 = g1[0] * a0, g1[0] * a1, g1[0] * a2
-                        s20, s21, s22 = g2[0] * a0, g2[0] * a1, g2[0] * a2
-                        s30, s31, s32 = g3[0] * a0, g3[0] * a1, g3[0] * a2
-                        for j in range(1, out_w):
-                            a0, a1, a2 = l0[j], l1[j], l2[j]
-                            b = g0[j]
-                            s00 += b * a0
-                            s01 += b * a1
-                            s02 += b * a2
-                            b = g1[j]
-                            s10 += b * a0
-                            s11 += b * a1
-                            s12 += b * a2
-                            b = g2[j]
-                            s20 += b * a0
-                            s21 += b * a1
-                            s22 += b * a2
-                            b = g3[j]
-                            s30 += b * a0
-                            s31 += b * a1
-                            s32 += b * a2
-                        totals[o, 0] += s00
-                        totals[o, 1] += s01
-                        totals[o, 2] += s02
-                        totals[o + 1, 0] += s10
-                        totals[o + 1, 1] += s11
-                        totals[o + 1, 2] += s12
-                        totals[o + 2, 0] += s20
-                        totals[o + 2, 1] += s21
-                        totals[o + 2, 2] += s22
-                        totals[o + 3, 0] += s30
-                        totals[o + 3, 1] += s31
-                        totals[o + 3, 2] += s32
-                        o += 4
-                for o in range(o, O):             # other kernel widths, and the last O mod 4 channels
-                    gradient = dy[n, o, i]
-                    for v in range(kernel_w):
-                        line = row[dilation_w * v:dilation_w * v + out_w]
-                        partial = gradient[0] * line[0]
-                        for j in range(1, out_w):
-                            partial += gradient[j] * line[j]
-                        totals[o, v] += partial
-        for o in range(O):
-            for v in range(kernel_w):
-                dw[o, c, u, v] = totals[o, v]
+    O, out_h, out_w = dy.shape[1:]
+    lanes = simd.lanes(x.itemsize)
+    width = -(-out_w // lanes) * lanes
+    channels = -(-O // WEIGHT_GRAD_CHANNEL_BLOCK) * WEIGHT_GRAD_CHANNEL_BLOCK
+    rows, columns = out_h + dilation_h * (kernel_h - 1), width + dilation_w * (kernel_w - 1)
+    x_pad = _pad_into(x, ((top, rows - H - top), (left, columns - W - left)),
+                      np.empty((N, C, rows, columns), dtype=x.dtype))
+    if channels == O and width == out_w:
+        dy_pad = np.ascontiguousarray(dy)
+    else:
+        dy_pad = np.zeros((N, channels, out_h, width), dtype=dy.dtype)
+        dy_pad[:, :O, :, :out_w] = dy
+    rows_per_chunk = max(1, min(out_h, WEIGHT_GRAD_CHUNK_PIXELS // width))
+    chunks = N * (-(-out_h // rows_per_chunk))
+    partial = np.empty((chunks, channels, C, kernel_h, kernel_w), dtype=np.float64)
+    return x_pad, dy_pad, rows_per_chunk, partial
+
+
+@njit(parallel=True, cache=True)
+def direct_weight_grad(x_pad, dy_pad, dilation_h, dilation_w, rows_per_chunk, partial):
+    """partial[k,o,c,u,v] = Σ_{(n,i) in chunk k} Σ_j dy_pad[n,o,i,j] · x_pad[n,c, i + d_h·u, j + d_w·v].
+
+    dW = Σ_k partial[k] (``direct_weight_grad_layout`` lays the arrays out). One parallel
+    task per (chunk of rows_per_chunk rows of one sample, input channel c, block of
+    WEIGHT_GRAD_CHANNEL_BLOCK output channels): its partial sums have one writer. For each
+    kernel row u, the running sums for the block's output channels × the 3 kernel columns
+    (vectors of pixels) stay in registers over the chunk: per vector of pixels, 3 shifted
+    input vectors and one dY vector per channel feed 3 multiply-adds each. The sums of a
+    chunk's lanes go to float64 by halves; the chunks are added in order by the caller.
+    The order is fixed by the shapes, not by the threads: the same result for any thread count.
+    """
+    N, C, rows, columns = x_pad.shape
+    channels, out_h, width = dy_pad.shape[1], dy_pad.shape[2], dy_pad.shape[3]
+    kernel_h, kernel_w = partial.shape[3], partial.shape[4]
+    lanes = simd.VECTOR_BYTES // x_pad.itemsize
+    bands = (out_h + rows_per_chunk - 1) // rows_per_chunk
+    blocks = channels // WEIGHT_GRAD_CHANNEL_BLOCK
+    plane = out_h * width
+    taps = C * kernel_h * kernel_w                 # partial's stride from one output channel to the next
+    for task in prange(N * bands * C * blocks):
+        o0 = (task % blocks) * WEIGHT_GRAD_CHANNEL_BLOCK
+        c = (task // blocks) % C
+        chunk = task // (blocks * C)
+        n = chunk // bands
+        i0 = (chunk % bands) * rows_per_chunk
+        i1 = min(out_h, i0 + rows_per_chunk)
+        for u in range(kernel_h):
+            sums = (((chunk * channels + o0) * C + c) * kernel_h + u) * kernel_w
+            if kernel_w == 3:
+                s0 = simd.zeros(x_pad, WEIGHT_GRAD_CHANNEL_BLOCK)
+                s1 = simd.zeros(x_pad, WEIGHT_GRAD_CHANNEL_BLOCK)
+                s2 = simd.zeros(x_pad, WEIGHT_GRAD_CHANNEL_BLOCK)
+                for i in range(i0, i1):
+                    x_row = ((n * C + c) * rows + i + dilation_h * u) * columns
+                    dy_row = ((n * channels + o0) * out_h + i) * width
+                    for j0 in range(0, width, lanes):
+                        s0 = simd.fma_rows(s0, dy_pad, dy_row + j0, plane, simd.load(x_pad, x_row + j0))
+                        s1 = simd.fma_rows(s1, dy_pad, dy_row + j0, plane, simd.load(x_pad, x_row + j0 + dilation_w))
+                        s2 = simd.fma_rows(s2, dy_pad, dy_row + j0, plane,
+                                           simd.load(x_pad, x_row + j0 + 2 * dilation_w))
+                simd.store_lane_sums(partial, sums, taps, s0)
+                simd.store_lane_sums(partial, sums + 1, taps, s1)
+                simd.store_lane_sums(partial, sums + 2, taps, s2)
+            else:
+                for v in range(kernel_w):
+                    s = simd.zeros(x_pad, WEIGHT_GRAD_CHANNEL_BLOCK)
+                    for i in range(i0, i1):
+                        x_row = ((n * C + c) * rows + i + dilation_h * u) * columns + dilation_w * v
+                        dy_row = ((n * channels + o0) * out_h + i) * width
+                        for j0 in range(0, width, lanes):
+                            s = simd.fma_rows(s, dy_pad, dy_row + j0, plane, simd.load(x_pad, x_row + j0))
+                    simd.store_lane_sums(partial, sums + v, taps, s)

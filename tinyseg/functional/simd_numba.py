@@ -14,7 +14,9 @@ spilled, unvectorised), so these intrinsics emit the vector instructions themsel
 * ``fma_broadcast(acc, x, w, k)``   acc[b] + x · w.flat[k + b] for each b (w's scalar
   broadcast to every lane: one ``vfmadd…{1to16}`` per accumulator on AVX-512);
 * ``fma(acc, a, b)``      acc + a · b, lane by lane;
+* ``fma_rows(acc, a, k, stride, x)``   acc[b] + a.flat[k + b·stride : … + lanes] · x for each b;
 * ``store_rows(a, k, stride, acc)``   a.flat[k + b·stride : … + lanes] = acc[b] for each b;
+* ``store_lane_sums(a, k, stride, acc)``   a.flat[k + b·stride] = Σ of acc[b]'s lanes (by halves);
 * ``lane_sum(v)``          Σ of v's lanes in float64, in lane order.
 
 Tuples of vectors are SSA values: LLVM keeps them in registers (the register block)
@@ -22,7 +24,8 @@ when they fit, which ``REGISTERS`` (the vector registers of the ISA: 32 with AVX
 16 with AVX2) decides. Multiplies and adds carry LLVM's "contract" flag only: LLVM
 fuses each pair into one FMA where the CPU has one (one rounding instead of two), and
 never reorders a sum. The vector width and register count are read from the CPU Numba
-compiles for (``NUMBA_CPU_NAME`` set: a portable build, so the baseline, 16 bytes).
+compiles for (with ``NUMBA_CPU_NAME`` set: the features NUMBA_CPU_FEATURES names, else the
+baseline, 16 bytes).
 No bounds checks: the callers lay their arrays out so that every access is inside.
 """
 from __future__ import annotations
@@ -36,9 +39,11 @@ from numba.extending import intrinsic, models, register_model
 
 
 def _host_features() -> dict:
-    """The CPU features Numba compiles for: the host's, or none for a named (portable) CPU."""
+    """The CPU features Numba compiles for: the host's; for a named CPU (NUMBA_CPU_NAME), those
+    NUMBA_CPU_FEATURES names ("+avx2,+fma,..."), none if it names none (a portable build)."""
     if config.CPU_NAME:
-        return {}
+        named = (config.CPU_FEATURES or "").split(",")
+        return {f.strip()[1:]: True for f in named if f.strip().startswith("+")}
     try:
         import llvmlite.binding as llvm
         return dict(llvm.get_host_cpu_features())
@@ -169,3 +174,48 @@ def lane_sum(typingctx, vector):
             total = builder.fadd(total, value)
         return total
     return types.float64(vector), codegen
+
+
+@intrinsic
+def fma_rows(typingctx, acc, array, offset, stride, x):
+    """acc[b] + array.flat[offset + b·stride : … + lanes] · x for each b (one vector load per accumulator)."""
+    def codegen(context, builder, signature, args):
+        acc_value, array_value, offset_value, stride_value, x_value = args
+        block = signature.args[0]
+        out = []
+        for b in range(block.count):
+            at = builder.add(offset_value, builder.mul(stride_value, ir.Constant(stride_value.type, b)))
+            pointer = _vector_pointer(context, builder, signature.args[1], array_value, at, block.dtype)
+            row = builder.load(pointer, align=block.dtype.dtype.bitwidth // 8)
+            out.append(_fma(builder, builder.extract_value(acc_value, b), row, x_value))
+        return context.make_tuple(builder, block, out)
+    return acc(acc, array, offset, stride, x), codegen
+
+
+def _tree_sum(builder, vector_value, lanes_count):
+    """Σ of the lanes by halves (lanes 0..n/2−1 + n/2..n−1, and so on): a fixed order, log2(lanes) steps."""
+    i32 = ir.IntType(32)
+    while lanes_count > 1:
+        half = lanes_count // 2
+        low = builder.shuffle_vector(vector_value, vector_value, ir.Constant(ir.VectorType(i32, half), list(range(half))))
+        high = builder.shuffle_vector(vector_value, vector_value,
+                                      ir.Constant(ir.VectorType(i32, half), list(range(half, lanes_count))))
+        vector_value, lanes_count = builder.fadd(low, high), half
+    return builder.extract_element(vector_value, ir.Constant(i32, 0))
+
+
+@intrinsic
+def store_lane_sums(typingctx, array, offset, stride, acc):
+    """array.flat[offset + b·stride] = Σ of acc[b]'s lanes (added by halves, in the vector's
+    precision), for each b: a float64 array receives the sums converted to float64."""
+    def codegen(context, builder, signature, args):
+        array_value, offset_value, stride_value, acc_value = args
+        block = signature.args[3]
+        for b in range(block.count):
+            total = _tree_sum(builder, builder.extract_value(acc_value, b), block.dtype.lanes)
+            if array.dtype == types.float64 and block.dtype.dtype == types.float32:
+                total = builder.fpext(total, ir.DoubleType())
+            at = builder.add(offset_value, builder.mul(stride_value, ir.Constant(stride_value.type, b)))
+            builder.store(total, _element_pointer(context, builder, signature.args[0], array_value, at))
+        return context.get_dummy_value()
+    return types.none(array, offset, stride, acc), codegen
