@@ -6,7 +6,7 @@ pool, resize (upsample), shape (concat, crop, pad), norm (batch norm, instance n
 from .math import (abs, add, clip, div, exp, log, matmul, max, maximum, mean, mul, neg,
                    pow, reshape, sqrt, sub, sum, transpose)
 from .activation import bias_relu, leaky_relu, log_softmax, relu, sigmoid, softmax, tanh
-from .conv import conv2d, conv_transpose2d
+from .conv import conv2d, conv2d_bias_relu, conv_transpose2d
 from .pool import avg_pool2d, max_pool2d
 from .resize import upsample
 from .shape import center_crop, concat, pad

@@ -406,11 +406,24 @@ class DirectKernel(NumbaIm2colKernel):
     def forward(cls, x, weight, geometry):
         if backend.get_array_module(x) is not np or geometry.stride != (1, 1):
             return super().forward(x, weight, geometry)
+        return cls._forward(x, weight, None, False, geometry)
+
+    @classmethod
+    def forward_bias_relu(cls, x, weight, bias, geometry):
+        """max(conv2d(x, W) + b, 0) with the bias and ReLU applied as the outputs are stored;
+        None where this kernel does not fuse them (CuPy arrays, strides)."""
+        if backend.get_array_module(x) is not np or geometry.stride != (1, 1):
+            return None
+        return cls._forward(x, weight, bias, True, geometry)
+
+    @staticmethod
+    def _forward(x, weight, bias, relu, geometry):
         from . import conv_kernels_numba as compiled
         (top, _), (left, _) = geometry.padding
         (out_h, out_w), O = geometry.output_size, weight.shape[0]
         x_pad, w_t, y = compiled.direct_layout(x, weight, top, left, *geometry.dilation, out_h, out_w)
-        compiled.direct_forward(x_pad, w_t, *geometry.dilation, y)
+        compiled.direct_forward(x_pad, w_t, *geometry.dilation, compiled.direct_bias(bias, y.shape[1], x.dtype),
+                                relu, y)
         if y.shape[1] != O or y.shape[3] != out_w:
             y = np.ascontiguousarray(y[:, :O, :, :out_w])
         return y
@@ -460,6 +473,15 @@ class AutoKernel(WinogradKernel):
     @classmethod
     def forward(cls, x, weight, geometry):
         return cls._run("forward", x, weight, geometry, x.shape[1], weight.shape[0])
+
+    @classmethod
+    def forward_bias_relu(cls, x, weight, bias, geometry):
+        """The fused forward of the kernel "auto" chooses for this forward, if it has one; else None."""
+        if backend.get_array_module(x) is not np:
+            return None
+        tuned = _tuned_kernel("forward", x, weight, geometry, x.shape[1], weight.shape[0])
+        fused = getattr(tuned, "forward_bias_relu", None)
+        return None if fused is None else fused(x, weight, bias, geometry)
 
     @classmethod
     def input_grad(cls, grad, weight, geometry):
@@ -661,6 +683,46 @@ class Conv2dFn(Function):
         return dx, dw, db
 
 
+# ----- conv2d, bias and ReLU as one op: y = max(conv2d(x, W) + b, 0)
+
+class Conv2dBiasReluFn(Function):
+    """y = max(conv2d(x, W) + b, 0): a U-Net layer without normalisation, as one op.
+
+    Forward: the conv kernel's fused forward where it has one ("direct" adds the bias and
+    applies the ReLU as it stores each output vector: no pass over z, and z is never
+    allocated), else the conv forward then the fused bias + ReLU pass (``F.bias_relu``).
+    Backward: dz = dy · [y > 0] and db = Σ dz (one pass, the ReLU kernel's), then the
+    conv's input and weight gradients of dz. Saves x, W and y (not z): the same values
+    and gradients as ``bias_relu(conv2d(x, W), b)``.
+    """
+
+    def __init__(self, stride, padding, dilation):
+        from .activation import _selected_relu_kernel
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.kernel = _selected_kernel()
+        self.relu_kernel = _selected_relu_kernel()
+
+    def forward(self, x, weight, bias):
+        self.geometry = _ConvGeometry.for_conv2d(x.shape[2:], weight.shape[2:], self.stride,
+                                                 self.padding, self.dilation)
+        fused = getattr(self.kernel, "forward_bias_relu", None)
+        y = fused(x, weight, bias, self.geometry) if fused is not None else None
+        if y is None:
+            y = self.relu_kernel.forward_with_bias(self.kernel.forward(x, weight, self.geometry), bias, self.xp)
+        self.x, self.weight, self.y = x, weight, y
+        return y
+
+    def backward(self, grad):
+        from .activation import _backward_with_bias
+        if hasattr(self.relu_kernel, "backward_with_bias"):
+            dz, db = self.relu_kernel.backward_with_bias(grad, self.y, self.xp)
+        else:
+            dz, db = _backward_with_bias(self.relu_kernel, grad, self.y, self.xp)
+        dx = self.kernel.input_grad(dz, self.weight, self.geometry) if self.needs_grad[0] else None
+        dw = self.kernel.weight_grad(self.x, dz, self.geometry) if self.needs_grad[1] else None
+        return dx, dw, (db if self.needs_grad[2] else None)
+
+
 # ----- conv_transpose2d: y = (conv2d with weight W)ᵀ x, plus b
 
 class ConvTranspose2dFn(Function):
@@ -767,13 +829,37 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     stride = pair("conv2d", "stride", stride, minimum=1)
     dilation = pair("conv2d", "dilation", dilation, minimum=1)
     padding = _conv2d_padding(padding, kernel, stride, dilation)
-    H, W = array_of(x).shape[2:]
+    _check_kernel_fits(array_of(x).shape[2:], kernel, padding, dilation)
+    return Conv2dFn(stride, padding, dilation)(*_with_bias(x, weight, bias))
+
+
+def _check_kernel_fits(input_size, kernel, padding, dilation):
+    H, W = input_size
     padded = (H + sum(padding[0]), W + sum(padding[1]))
     dilated_kernel = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
     if dilated_kernel[0] > padded[0] or dilated_kernel[1] > padded[1]:
         raise ValueError(f"conv2d: the dilated kernel ({dilated_kernel[0]}×{dilated_kernel[1]}) is larger than "
                          f"the padded input ({padded[0]}×{padded[1]})")
-    return Conv2dFn(stride, padding, dilation)(*_with_bias(x, weight, bias))
+
+
+def conv2d_bias_relu(x, weight, bias, stride=1, padding=0, dilation=1):
+    """y = max(conv2d(x, W, b), 0) as one op (a U-Net layer without normalisation).
+
+    The same values and gradients as ``relu(conv2d(x, weight, bias, ...))``, with the same
+    arguments as ``conv2d`` (bias required, shape (C_out,)); one pass fewer over the
+    output, and on the CPU's "direct" kernel the bias and ReLU happen as the outputs are
+    stored (Conv2dBiasReluFn).
+    """
+    if bias is None:
+        raise ValueError("conv2d_bias_relu: argument 'bias' is required (a (C_out,) array); "
+                         "for no bias use relu(conv2d(x, weight))")
+    kernel = _check_conv_inputs("conv2d_bias_relu", x, weight, bias, "(C_out, C_in, kH, kW)",
+                                weight_in_axis=1, weight_out_axis=0)
+    stride = pair("conv2d_bias_relu", "stride", stride, minimum=1)
+    dilation = pair("conv2d_bias_relu", "dilation", dilation, minimum=1)
+    padding = _conv2d_padding(padding, kernel, stride, dilation)
+    _check_kernel_fits(array_of(x).shape[2:], kernel, padding, dilation)
+    return Conv2dBiasReluFn(stride, padding, dilation)(x, weight, bias)
 
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1):

@@ -226,9 +226,18 @@ def direct_layout(x, weight, top, left, dilation_h, dilation_w, out_h, out_w):
     return x_pad, w_t, y_work
 
 
+def direct_bias(bias, channels, dtype):
+    """The bias as ``direct_forward`` reads it: ``channels`` values (the padded count), zeros past O."""
+    padded = np.zeros(channels, dtype=dtype)
+    if bias is not None:
+        padded[:bias.shape[0]] = bias
+    return padded
+
+
 @njit(parallel=True, cache=True)
-def direct_forward(x_pad, w_t, dilation_h, dilation_w, y):
-    """y[n,o,i,j] = Σ_c Σ_u Σ_v w_t[c,u,v,o] · x_pad[n,c, i + d_h·u, j + d_w·v], stride 1 (``direct_layout``).
+def direct_forward(x_pad, w_t, dilation_h, dilation_w, bias, relu, y):
+    """y[n,o,i,j] = Σ_c Σ_u Σ_v w_t[c,u,v,o] · x_pad[n,c, i + d_h·u, j + d_w·v] + bias[o], stride 1 (``direct_layout``);
+    with ``relu``, max(·, 0) (a conv layer's bias and ReLU fused into the stores).
 
     One parallel task per (sample n, output row i, block of DIRECT_CHANNEL_BLOCK output
     channels). Along the row, a vector of ``lanes`` pixels at a time (16 float32 with
@@ -260,7 +269,8 @@ def direct_forward(x_pad, w_t, dilation_h, dilation_w, y):
                     for v in range(kernel_w):
                         acc = simd.fma_broadcast(acc, simd.load(x_pad, row + dilation_w * v), w_t,
                                                  weights + v * channels)
-            simd.store_rows(y, ((n * channels + o0) * out_h + i) * width + j0, out_h * width, acc)
+            simd.store_rows_bias(y, ((n * channels + o0) * out_h + i) * width + j0, out_h * width, acc,
+                                 bias, o0, relu)
 
 
 # The register block of ``direct_weight_grad``: this many output channels × 3 kernel

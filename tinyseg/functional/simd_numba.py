@@ -16,6 +16,8 @@ spilled, unvectorised), so these intrinsics emit the vector instructions themsel
 * ``fma(acc, a, b)``      acc + a · b, lane by lane;
 * ``fma_rows(acc, a, k, stride, x)``   acc[b] + a.flat[k + b·stride : … + lanes] · x for each b;
 * ``store_rows(a, k, stride, acc)``   a.flat[k + b·stride : … + lanes] = acc[b] for each b;
+* ``store_rows_bias(a, k, stride, acc, bias, m, relu)``   the same with bias[m + b] added, then
+  the ReLU if ``relu`` (a convolution's bias and activation fused into its stores);
 * ``store_lane_sums(a, k, stride, acc)``   a.flat[k + b·stride] = Σ of acc[b]'s lanes (by halves);
 * ``lane_sum(v)``          Σ of v's lanes in float64, in lane order.
 
@@ -219,3 +221,28 @@ def store_lane_sums(typingctx, array, offset, stride, acc):
             builder.store(total, _element_pointer(context, builder, signature.args[0], array_value, at))
         return context.get_dummy_value()
     return types.none(array, offset, stride, acc), codegen
+
+
+@intrinsic
+def store_rows_bias(typingctx, array, offset, stride, acc, bias, bias_offset, relu):
+    """array.flat[offset + b·stride : … + lanes] = acc[b] + bias[bias_offset + b] for each b, then
+    with ``relu`` max(·, 0) as tinyseg's ReLU computes it: NaN stays NaN, −0.0 becomes +0.0."""
+    def codegen(context, builder, signature, args):
+        array_value, offset_value, stride_value, acc_value, bias_value, bias_offset_value, relu_value = args
+        block = signature.args[3]
+        llvm_vector = context.get_value_type(block.dtype)
+        zero = ir.Constant(llvm_vector, [0.0] * block.dtype.lanes)
+        relu_lanes = _broadcast(builder, ir.VectorType(ir.IntType(1), block.dtype.lanes),
+                                builder.trunc(relu_value, ir.IntType(1)) if relu_value.type != ir.IntType(1)
+                                else relu_value)
+        for b in range(block.count):
+            pointer = _element_pointer(context, builder, signature.args[4], bias_value,
+                                       builder.add(bias_offset_value, ir.Constant(bias_offset_value.type, b)))
+            value = builder.fadd(builder.extract_value(acc_value, b), _broadcast(builder, llvm_vector, builder.load(pointer)))
+            keep = builder.or_(builder.fcmp_unordered(">", value, zero), builder.not_(relu_lanes))
+            value = builder.select(keep, value, zero)
+            at = builder.add(offset_value, builder.mul(stride_value, ir.Constant(stride_value.type, b)))
+            builder.store(value, _vector_pointer(context, builder, signature.args[0], array_value, at, block.dtype),
+                          align=block.dtype.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+    return types.none(array, offset, stride, acc, bias, bias_offset, relu), codegen
