@@ -1,4 +1,4 @@
-"""The GPU kernels of batch_norm ("cuda": kernels/batchnorm.cu; "cupy") and the op's kernel registry.
+"""The compiled kernels of batch_norm (GPU: "cuda", kernels/batchnorm.cu, and "cupy"; CPU: "numba") and the op's kernel registry.
 
 Without a GPU, "cuda" runs under the host emulation with guard bands, "cupy" is skipped.
 y and the running statistics against tinyseg.reference, gradients against the NumPy
@@ -45,8 +45,8 @@ def run(kernel, x, training, affine=True, upstream=None, seed=0):
         return (k.get(y.data), *grads, k.get(rm), k.get(rv), launched)
 
 
-@pytest.mark.parametrize("kernel", KERNELS + ["numpy"])
-@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (7, 3), (2, 1, 17, 19)])
+@pytest.mark.parametrize("kernel", KERNELS + ["numpy", "numba", "auto"])
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (7, 3), (2, 1, 17, 19), (2, 3, 130, 131)])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -73,7 +73,7 @@ def test_batch_norm_matches_the_reference(kernel, shape, training, affine, dtype
         assert names == statistics + ["batch_norm_forward_apply"] + sums + ["batch_norm_backward_dx"]
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("kernel", KERNELS + ["numba"])
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm_gradcheck(kernel, training):
     rng = np.random.default_rng(3)
@@ -87,7 +87,7 @@ def test_batch_norm_gradcheck(kernel, training):
         assert ts.gradcheck(lambda t, g, b: (F.batch_norm(t, rm, rv, g, b, training=training) * w).sum(), leaves)
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("kernel", KERNELS + ["numba"])
 @settings(max_examples=6, deadline=None)
 @given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9),
        training=st.booleans(), seed=st.integers(0, 2 ** 16))
@@ -119,7 +119,7 @@ def test_batch_norm_reductions_span_several_blocks_and_are_deterministic():
 def test_batch_norm_unknown_kernel_is_a_clear_error():
     with backend.use_kernel("batch_norm", "no-such-kernel"):
         with pytest.raises(ValueError, match="batch_norm: unknown kernel 'no-such-kernel'; "
-                                             "available kernels: 'auto', 'cuda', 'cupy', 'numpy'"):
+                                             "available kernels: 'auto', 'cuda', 'cupy', 'numba', 'numpy'"):
             F.batch_norm(ts.Tensor(np.zeros((2, 1))), None, None, None, None, training=True)
 
 
@@ -140,3 +140,20 @@ def test_auto_runs_the_cuda_kernels_on_gpu_arrays():
     assert "batch_norm_forward_apply<double>" in emulation.kernels()
     assert "batch_norm_backward_dx<double>" in emulation.kernels()
     np.testing.assert_allclose(y, ref.batch_norm(x, None, None, None, None, True)[0], rtol=1e-12, atol=1e-12)
+
+
+def test_numba_batch_norm_gives_the_same_bits_for_any_thread_count():
+    """One channel per parallel iteration, summed in an order fixed by the code."""
+    numba = pytest.importorskip("numba")
+    x = (np.random.default_rng(6).standard_normal((3, 5, 21, 23)) + 4).astype(np.float32)
+    threads = numba.get_num_threads()
+    results = []
+    try:
+        for count in sorted({1, threads}):
+            numba.set_num_threads(count)
+            results.append(run("numba", x, training=True))
+    finally:
+        numba.set_num_threads(threads)
+    for result in results[1:]:
+        for got, want in zip(result[:6], results[0][:6]):
+            np.testing.assert_array_equal(got, want)

@@ -9,6 +9,7 @@ Dropout is inverted dropout (section "Dropout").
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -79,6 +80,75 @@ class NumpyBatchNormKernel:
         return dx, sum_g_xhat, sum_g
 
 
+class NumbaBatchNormKernel:
+    """Compiled passes over the activation (norm_kernels_numba.py): forward, one pass for
+    both statistics (float64 sums) and one for y = x·a + b with a = γ/σ, b = β − μ·a per
+    channel, computed as (x − μ)·a + β; backward, one pass for Σ g and Σ g·(x − μ) and one for
+
+        dx = γ/σ · (g − Σg/m − x̂ · Σ(g·x̂)/m) = a·g + b·(x − μ) + d     (a, b, d per channel)
+
+    (evaluation: dx = a·g). Per-channel coefficients in float64, then the dtype; x − μ
+    rather than x, so that a large mean does not cancel in float32. The same interface as ``NumpyBatchNormKernel``; NumPy arrays
+    only (CuPy arrays run the NumPy kernel's expressions).
+    """
+
+    name = "numba"
+
+    @staticmethod
+    def forward(x, gamma, beta, mean, var, eps, axes, xp):
+        if xp is not np:
+            return NumpyBatchNormKernel.forward(x, gamma, beta, mean, var, eps, axes, xp)
+        from . import norm_kernels_numba as compiled
+        channel = _channel_shape(x.ndim)
+        C = x.shape[1]
+        x3 = np.ascontiguousarray(x).reshape(x.shape[0], C, -1)
+        if mean is None:
+            mean64, var64 = np.empty(C), np.empty(C)
+            compiled.channel_statistics(x3, mean64, var64)
+        else:
+            mean64, var64 = mean.reshape(-1).astype(np.float64), var.reshape(-1).astype(np.float64)
+        inv_std64 = 1 / np.sqrt(var64 + eps)
+        a = inv_std64 if gamma is None else inv_std64 * gamma.astype(np.float64)
+        shift = np.zeros(C, x.dtype) if beta is None else beta.astype(x.dtype)
+        y = np.empty_like(x3)
+        compiled.scale_shift(x3, mean64.astype(x.dtype), a.astype(x.dtype), shift, y)
+        as_dtype = lambda v: v.astype(x.dtype).reshape(channel)     # noqa: E731
+        return y.reshape(x.shape), as_dtype(mean64), as_dtype(var64), as_dtype(inv_std64)
+
+    @staticmethod
+    def backward(g, x, mean, inv_std, gamma, training, count, axes, wants_dx, wants_dgamma, wants_dbeta, xp):
+        if xp is not np:
+            return NumpyBatchNormKernel.backward(g, x, mean, inv_std, gamma, training, count, axes, wants_dx,
+                                                 wants_dgamma, wants_dbeta, xp)
+        from . import norm_kernels_numba as compiled
+        channel = _channel_shape(g.ndim)
+        C = g.shape[1]
+        g3 = np.ascontiguousarray(g).reshape(g.shape[0], C, -1)
+        x3 = np.ascontiguousarray(x).reshape(x.shape[0], C, -1)
+        mean64, inv_std64 = mean.reshape(-1).astype(np.float64), inv_std.reshape(-1).astype(np.float64)
+        a = inv_std64 if gamma is None else inv_std64 * gamma.astype(np.float64)
+        sum_g = sum_g_xhat = None
+        if wants_dbeta or wants_dgamma or (wants_dx and training):
+            sum_g64, sum_g_centred = np.empty(C), np.empty(C)
+            compiled.gradient_sums(g3, x3, mean64, sum_g64, sum_g_centred)
+            sum_g_xhat64 = sum_g_centred * inv_std64
+            sum_g, sum_g_xhat = sum_g64.astype(g.dtype).reshape(channel), sum_g_xhat64.astype(g.dtype).reshape(channel)
+        dx = None
+        if wants_dx:
+            if training:
+                # a·(g − Σg/m − (x − μ)·σ⁻¹·Σ(g·x̂)/m): the coefficients of g, of x − μ, and the constant.
+                b = -a * inv_std64 * sum_g_xhat64 / count
+                d = -a * sum_g64 / count
+            else:
+                b = d = np.zeros(C)
+            dx = np.empty_like(g3)
+            compiled.affine_combination(g3, x3, mean64.astype(g.dtype), a.astype(g.dtype), b.astype(g.dtype),
+                                        d.astype(g.dtype), dx)
+            dx = dx.reshape(g.shape)
+        return dx, (sum_g_xhat if wants_dgamma or (wants_dx and training) else None), \
+            (sum_g if wants_dbeta or (wants_dx and training) else None)
+
+
 class CupyBatchNormKernel(NumpyBatchNormKernel):
     """The NumPy kernel's expressions run by CuPy on the GPU."""
 
@@ -131,24 +201,42 @@ class CudaBatchNormKernel:
 
 
 class AutoBatchNormKernel:
-    """GPU (CuPy arrays): "cuda". CPU: "numpy" (the only CPU kernel)."""
+    """GPU (CuPy arrays): "cuda". CPU: with tuning on (the default, tinyseg/tuning.py), "numpy" or
+    "numba", whichever measures faster here per direction, dtype and size class, from
+    AUTO_BATCH_NORM_TUNE_MIN_ELEMENTS elements; "numba" with tuning off or below that size
+    (where both take microseconds)."""
 
     name = "auto"
 
     @staticmethod
-    def forward(x, gamma, beta, mean, var, eps, axes, xp):
-        kernel = NumpyBatchNormKernel if xp is np else CudaBatchNormKernel
-        return kernel.forward(x, gamma, beta, mean, var, eps, axes, xp)
+    def _kernel(a, xp, primitive, args):
+        if xp is not np:
+            return CudaBatchNormKernel
+        from .. import tuning
+        if tuning.enabled() and a.size >= AUTO_BATCH_NORM_TUNE_MIN_ELEMENTS:
+            candidates = {kernel.name: kernel for kernel in (NumpyBatchNormKernel, NumbaBatchNormKernel)}
+            runs = {name: functools.partial(getattr(kernel, primitive), *args) for name, kernel in candidates.items()}
+            decision = f"{primitive} {np.dtype(a.dtype).name} C{a.shape[1]} n{tuning.pixels_class(a.size)}"
+            return candidates[tuning.TUNER.choose("batch_norm", decision, runs)]
+        return NumbaBatchNormKernel
 
-    @staticmethod
-    def backward(g, x, mean, inv_std, gamma, training, count, axes, wants_dx, wants_dgamma, wants_dbeta, xp):
-        kernel = NumpyBatchNormKernel if xp is np else CudaBatchNormKernel
-        return kernel.backward(g, x, mean, inv_std, gamma, training, count, axes, wants_dx, wants_dgamma,
-                               wants_dbeta, xp)
+    @classmethod
+    def forward(cls, x, gamma, beta, mean, var, eps, axes, xp):
+        args = (x, gamma, beta, mean, var, eps, axes, xp)
+        return cls._kernel(x, xp, "forward", args).forward(*args)
+
+    @classmethod
+    def backward(cls, g, x, mean, inv_std, gamma, training, count, axes, wants_dx, wants_dgamma, wants_dbeta, xp):
+        args = (g, x, mean, inv_std, gamma, training, count, axes, wants_dx, wants_dgamma, wants_dbeta, xp)
+        return cls._kernel(g, xp, "backward", args).backward(*args)
+
+
+# Below this many elements "auto" does not measure (both CPU kernels take microseconds).
+AUTO_BATCH_NORM_TUNE_MIN_ELEMENTS = 2 ** 14
 
 
 # Kernels by name: ``backend.use_kernel("batch_norm", name)`` selects one.
-BATCH_NORM_KERNELS = {kernel.name: kernel for kernel in (NumpyBatchNormKernel, CupyBatchNormKernel,
+BATCH_NORM_KERNELS = {kernel.name: kernel for kernel in (NumpyBatchNormKernel, NumbaBatchNormKernel, CupyBatchNormKernel,
                                                          CudaBatchNormKernel, AutoBatchNormKernel)}
 DEFAULT_BATCH_NORM_KERNEL = "auto"
 
