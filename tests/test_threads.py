@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 _USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")      # before tinyseg is imported
+_USER_GOMP_SPINCOUNT = os.environ.get("GOMP_SPINCOUNT")
 
 from tinyseg import threads  # noqa: E402
 
@@ -57,6 +58,7 @@ def test_configure_caps_both_pools_and_picks_a_sleeping_threading_layer():
         assert numba.threading_layer() in ("omp", "workqueue")
         # PASSIVE only while Numba's libgomp loaded: not left for other libraries' OpenMP.
         assert os.environ.get("OMP_WAIT_POLICY") == _USER_OMP_WAIT_POLICY
+        assert os.environ.get("GOMP_SPINCOUNT") == _USER_GOMP_SPINCOUNT
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2,
@@ -204,20 +206,23 @@ cpu, wall = time.process_time(), time.perf_counter()
 for _ in range(100):
     compiled.relu_forward(x, y)
     time.sleep(0.002)
-print(numba.threading_layer(), os.environ.get("OMP_WAIT_POLICY"), time.process_time() - cpu, time.perf_counter() - wall)
+print(numba.threading_layer(), os.environ.get("OMP_WAIT_POLICY"), os.environ.get("GOMP_SPINCOUNT"),
+      time.process_time() - cpu, time.perf_counter() - wall)
 """
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores")
 def test_numba_threads_sleep_between_parallel_loops_and_the_environment_is_left_alone():
-    """Between launches (here: 2 ms sleeps) Numba's OpenMP threads sleep: the process uses far less
-    CPU time than wall time. With OMP_WAIT_POLICY=ACTIVE a worker spins through the sleeps (CPU ≈ wall)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")}
+    """Between launches (here: 2 ms sleeps) Numba's OpenMP threads sleep after a short spin (~0.1 ms): the
+    process uses far less CPU time than wall time. With OMP_WAIT_POLICY=ACTIVE a worker spins through the
+    sleeps (CPU ≈ wall), as it would for 300,000 spins (libgomp's default, several ms)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "NUMBA_THREADING_LAYER")}
     out = subprocess.run([sys.executable, "-c", _IDLE_SCRIPT], env=env, capture_output=True, text=True, check=True)
-    layer, policy, cpu, wall = out.stdout.split()
+    layer, policy, spin, cpu, wall = out.stdout.split()
     if layer != "omp":
         pytest.skip(f"Numba's OpenMP layer is not available here (running {layer})")
-    assert policy == "None"                       # PASSIVE was set only while libgomp loaded
+    assert policy == spin == "None"               # GOMP_SPINCOUNT was set only while libgomp loaded
     assert float(cpu) < 0.8 * float(wall), (cpu, wall)
 
 

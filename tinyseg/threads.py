@@ -14,12 +14,14 @@ busy while the other one works:
   took 448 ms with NumPy imported before tinyseg (too late for the
   OPENBLAS_THREAD_TIMEOUT=4 that ``import tinyseg`` sets) and 351 ms after; with the
   products on tinyseg's threads, 363 and 351 ms, and the OpenBLAS worker uses no CPU.
-* Numba's threading layer is "omp" (GNU OpenMP) with passive waits (OMP_WAIT_POLICY=
-  PASSIVE in the environment only while Numba's libgomp loads, unless the user set the
-  variable: another library's OpenMP in the same process, PyTorch's for one, loads
-  later with its own default): the calling thread works as one of the
-  team (no hand-off to a worker and back), idle threads sleep at once, and launches
-  from several Python threads are allowed. "workqueue" (whose idle workers also sleep)
+* Numba's threading layer is "omp" (GNU OpenMP) with short spins (GOMP_SPINCOUNT=
+  OMP_SPIN_COUNT in the environment only while Numba's libgomp loads, unless the user
+  set it or OMP_WAIT_POLICY: another library's OpenMP in the same process, PyTorch's
+  for one, loads later with its own default): the calling thread works as one of the
+  team (no hand-off to a worker and back), idle threads spin ~0.1 ms (back-to-back
+  loops find them awake) and then sleep, and launches from several Python threads are
+  allowed. (Until 2026-12-04 afternoon: OMP_WAIT_POLICY=PASSIVE, sleeping at once; the
+  short spin took 1.5–2 ms off a 20 ms B16 inference, below.) "workqueue" (whose idle workers also sleep)
   is the fallback where libgomp cannot load. Measured on the 2-core Zen 4, B16 training
   step, alternating processes: workqueue 364–382 ms, omp passive 311–343 ms; the
   Winograd input transform kept 1.44 cores busy under workqueue and 1.79 under omp.
@@ -225,14 +227,15 @@ _numba_threads_started = False
 
 
 def select_threading_layer() -> None:
-    """Numba's threading layer: "omp" with passive waits, else "workqueue"; started now, once.
+    """Numba's threading layer: "omp" with short spins, else "workqueue"; started now, once.
 
     Each compiled-kernel module calls it on import, before Numba's first parallel launch.
-    A NUMBA_THREADING_LAYER set by the user is kept. libgomp reads OMP_WAIT_POLICY when it
-    loads, which is when Numba starts its threads: so the threads are started here, with
-    the variable set to PASSIVE for that moment only (unless the user set it), and the
-    environment is restored right after — PyTorch, or any other library whose OpenMP
-    loads later in the same process, keeps its own default.
+    A NUMBA_THREADING_LAYER set by the user is kept. libgomp reads OMP_WAIT_POLICY and
+    GOMP_SPINCOUNT when it loads, which is when Numba starts its threads: so the threads
+    are started here, with GOMP_SPINCOUNT=OMP_SPIN_COUNT for that moment only (unless the
+    user set either variable: theirs are kept), and the environment is restored right
+    after — PyTorch, or any other library whose OpenMP loads later in the same process,
+    keeps its own default.
     """
     global _numba_threads_started
     if _numba_threads_started:
@@ -242,15 +245,26 @@ def select_threading_layer() -> None:
     if "NUMBA_THREADING_LAYER" not in os.environ:
         numba.config.THREADING_LAYER = "default"
         numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
-    set_here = "OMP_WAIT_POLICY" not in os.environ
+    set_here = "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ
     if set_here:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ["GOMP_SPINCOUNT"] = str(OMP_SPIN_COUNT)
     try:
         from numba.np.ufunc import parallel
         parallel._launch_threads()        # loads the layer (and libgomp) now
     finally:
         if set_here:
-            os.environ.pop("OMP_WAIT_POLICY", None)
+            os.environ.pop("GOMP_SPINCOUNT", None)
+
+
+# How long Numba's OpenMP threads spin after a parallel loop before they sleep, in libgomp's
+# spin iterations (GOMP_SPINCOUNT; one iteration is a pause instruction, ~20–65 cycles:
+# ~0.03–0.1 ms in all). A layer sequence launches loops back to back (conv, pool, ...), and
+# a sleeping thread costs a futex wake-up per loop; a thread spinning for long competes
+# with tinyseg's GEMM threads for the cores (libgomp's default, 300,000: the B16 step
+# 472 ms against 311–343). Measured on a 2-core Zen 4, one 128² B16 inference (medians of
+# 40, four alternations): sleeping at once (OMP_WAIT_POLICY=PASSIVE) 20.4–28.4 ms, 5,000
+# iterations 19.9–21.9 ms (the fastest steps 18.1–21.6 → 16.5–18.5 ms).
+OMP_SPIN_COUNT = 5000
 
 
 # ----------------------------------------------------------------------------- freed memory stays for reuse
