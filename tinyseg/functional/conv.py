@@ -824,13 +824,19 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     top/left and the rest at the bottom/right, as PyTorch).
     Derivation of the backward: docs/math/convolution.md, sections 1–3.
     """
-    kernel = _check_conv_inputs("conv2d", x, weight, bias, "(C_out, C_in, kH, kW)",
+    stride, padding, dilation = _conv2d_arguments("conv2d", x, weight, bias, stride, padding, dilation)
+    return Conv2dFn(stride, padding, dilation)(*_with_bias(x, weight, bias))
+
+
+def _conv2d_arguments(name, x, weight, bias, stride, padding, dilation):
+    """Check a conv2d-like call's arrays and geometry; return (stride, padding, dilation) as pairs."""
+    kernel = _check_conv_inputs(name, x, weight, bias, "(C_out, C_in, kH, kW)",
                                 weight_in_axis=1, weight_out_axis=0)
-    stride = pair("conv2d", "stride", stride, minimum=1)
-    dilation = pair("conv2d", "dilation", dilation, minimum=1)
+    stride = pair(name, "stride", stride, minimum=1)
+    dilation = pair(name, "dilation", dilation, minimum=1)
     padding = _conv2d_padding(padding, kernel, stride, dilation)
     _check_kernel_fits(array_of(x).shape[2:], kernel, padding, dilation)
-    return Conv2dFn(stride, padding, dilation)(*_with_bias(x, weight, bias))
+    return stride, padding, dilation
 
 
 def _check_kernel_fits(input_size, kernel, padding, dilation):
@@ -853,12 +859,7 @@ def conv2d_bias_relu(x, weight, bias, stride=1, padding=0, dilation=1):
     if bias is None:
         raise ValueError("conv2d_bias_relu: argument 'bias' is required (a (C_out,) array); "
                          "for no bias use relu(conv2d(x, weight))")
-    kernel = _check_conv_inputs("conv2d_bias_relu", x, weight, bias, "(C_out, C_in, kH, kW)",
-                                weight_in_axis=1, weight_out_axis=0)
-    stride = pair("conv2d_bias_relu", "stride", stride, minimum=1)
-    dilation = pair("conv2d_bias_relu", "dilation", dilation, minimum=1)
-    padding = _conv2d_padding(padding, kernel, stride, dilation)
-    _check_kernel_fits(array_of(x).shape[2:], kernel, padding, dilation)
+    stride, padding, dilation = _conv2d_arguments("conv2d_bias_relu", x, weight, bias, stride, padding, dilation)
     return Conv2dBiasReluFn(stride, padding, dilation)(x, weight, bias)
 
 

@@ -201,6 +201,19 @@ def winograd_output_transform_adjoint(dy, tiles_h, tiles_w, g0, g1, dM):
 DIRECT_CHANNEL_BLOCK = simd.REGISTERS // 2
 
 
+def _direct_padded_input(x, top, left, out_h, out_w, dilation_h, dilation_w, kernel_h, kernel_w):
+    """x with its zero padding for an (out_h, out_w) output, the output width rounded up to
+    whole vectors (returned too) and zeros beyond; a negative top/left crops."""
+    from .conv import _pad_into
+    N, C, H, W = x.shape
+    lanes = simd.lanes(x.itemsize)
+    width = -(-out_w // lanes) * lanes
+    rows, columns = out_h + dilation_h * (kernel_h - 1), width + dilation_w * (kernel_w - 1)
+    x_pad = _pad_into(x, ((top, rows - H - top), (left, columns - W - left)),
+                      np.empty((N, C, rows, columns), dtype=x.dtype))
+    return x_pad, width
+
+
 def direct_layout(x, weight, top, left, dilation_h, dilation_w, out_h, out_w):
     """The arrays ``direct_forward`` reads and writes, laid out so that every access is in bounds.
 
@@ -211,15 +224,10 @@ def direct_layout(x, weight, top, left, dilation_h, dilation_w, out_h, out_w):
       O'' = ⌈O/block⌉·block, zeros for the extra channels;
     * y_work (N, O'', H', W''): the output, or a larger work array to crop it from.
     """
-    from .conv import _pad_into
-    N, C, H, W = x.shape
+    N, C = x.shape[:2]
     O, _, kernel_h, kernel_w = weight.shape
-    lanes = simd.lanes(x.itemsize)
-    width = -(-out_w // lanes) * lanes
+    x_pad, width = _direct_padded_input(x, top, left, out_h, out_w, dilation_h, dilation_w, kernel_h, kernel_w)
     channels = -(-O // DIRECT_CHANNEL_BLOCK) * DIRECT_CHANNEL_BLOCK
-    rows, columns = out_h + dilation_h * (kernel_h - 1), width + dilation_w * (kernel_w - 1)
-    x_pad = _pad_into(x, ((top, rows - H - top), (left, columns - W - left)),
-                      np.empty((N, C, rows, columns), dtype=x.dtype))
     w_t = np.zeros((C, kernel_h, kernel_w, channels), dtype=x.dtype)
     w_t[..., :O] = weight.transpose(1, 2, 3, 0)
     y_work = np.empty((N, channels, out_h, width), dtype=x.dtype)
@@ -286,15 +294,10 @@ WEIGHT_GRAD_CHUNK_PIXELS = 2048
 def direct_weight_grad_layout(x, dy, top, left, dilation_h, dilation_w, kernel_h, kernel_w):
     """x_pad as ``direct_layout`` makes it, dY padded with zeros to (N, O'', H', W'') (zeros add
     nothing to the sums), the rows per chunk, and the (chunks, O'', C, k_h, k_w) float64 partial sums."""
-    from .conv import _pad_into
-    N, C, H, W = x.shape
+    N, C = x.shape[:2]
     O, out_h, out_w = dy.shape[1:]
-    lanes = simd.lanes(x.itemsize)
-    width = -(-out_w // lanes) * lanes
+    x_pad, width = _direct_padded_input(x, top, left, out_h, out_w, dilation_h, dilation_w, kernel_h, kernel_w)
     channels = -(-O // WEIGHT_GRAD_CHANNEL_BLOCK) * WEIGHT_GRAD_CHANNEL_BLOCK
-    rows, columns = out_h + dilation_h * (kernel_h - 1), width + dilation_w * (kernel_w - 1)
-    x_pad = _pad_into(x, ((top, rows - H - top), (left, columns - W - left)),
-                      np.empty((N, C, rows, columns), dtype=x.dtype))
     if channels == O and width == out_w:
         dy_pad = np.ascontiguousarray(dy)
     else:
