@@ -77,6 +77,14 @@ def _backward_with_bias(kernel, grad, y, xp):
     return dz, dz.sum(axis=(0,) + tuple(range(2, dz.ndim)))
 
 
+def _bias_relu_backward(kernel, grad, y, xp):
+    """(dz, db) of y = max(z + b[c], 0) with ``kernel``: its one-pass ``backward_with_bias``
+    where it has one, else its ReLU backward then the sum (``_backward_with_bias``)."""
+    if hasattr(kernel, "backward_with_bias"):
+        return kernel.backward_with_bias(grad, y, xp)
+    return _backward_with_bias(kernel, grad, y, xp)
+
+
 class NumbaReluKernel:
     """The same equations, each one compiled pass (elementwise_kernels_numba): the
     backward fuses the mask into the product, dx[k] = dy[k] if y[k] > 0 else dy[k]·0.
@@ -243,10 +251,7 @@ class AutoReluKernel:
 
     @classmethod
     def backward_with_bias(cls, grad, y, xp):
-        kernel = cls._kernel(grad, xp, "backward_with_bias", (grad, y))
-        if not hasattr(kernel, "backward_with_bias"):
-            return _backward_with_bias(kernel, grad, y, xp)
-        return kernel.backward_with_bias(grad, y, xp)
+        return _bias_relu_backward(cls._kernel(grad, xp, "backward_with_bias", (grad, y)), grad, y, xp)
 
 
 RELU_KERNELS = {kernel.name: kernel for kernel in (NumpyReluKernel, NumbaReluKernel, CupyReluKernel,
@@ -300,10 +305,7 @@ class BiasReLU(Function):
     def backward(self, g):
         if not self.needs_grad[1]:
             return self.kernel.backward(g, self.y, self.xp), None
-        if hasattr(self.kernel, "backward_with_bias"):        # one pass where the kernel fuses the sum
-            dz, db = self.kernel.backward_with_bias(g, self.y, self.xp)
-        else:
-            dz, db = _backward_with_bias(self.kernel, g, self.y, self.xp)
+        dz, db = _bias_relu_backward(self.kernel, g, self.y, self.xp)   # one pass where the kernel fuses the sum
         return (dz if self.needs_grad[0] else None), db
 
 

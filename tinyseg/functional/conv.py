@@ -402,9 +402,14 @@ class DirectKernel(NumbaIm2colKernel):
 
     name = "direct"
 
+    @staticmethod
+    def _runs_here(x, geometry):
+        """NumPy arrays and stride 1: the cases the compiled loops handle (others go to numba-im2col)."""
+        return backend.get_array_module(x) is np and geometry.stride == (1, 1)
+
     @classmethod
     def forward(cls, x, weight, geometry):
-        if backend.get_array_module(x) is not np or geometry.stride != (1, 1):
+        if not cls._runs_here(x, geometry):
             return super().forward(x, weight, geometry)
         return cls._forward(x, weight, None, False, geometry)
 
@@ -412,7 +417,7 @@ class DirectKernel(NumbaIm2colKernel):
     def forward_bias_relu(cls, x, weight, bias, geometry):
         """max(conv2d(x, W) + b, 0) with the bias and ReLU applied as the outputs are stored;
         None where this kernel does not fuse them (CuPy arrays, strides)."""
-        if backend.get_array_module(x) is not np or geometry.stride != (1, 1):
+        if not cls._runs_here(x, geometry):
             return None
         return cls._forward(x, weight, bias, True, geometry)
 
@@ -430,7 +435,7 @@ class DirectKernel(NumbaIm2colKernel):
 
     @classmethod
     def weight_grad(cls, x, grad, geometry):
-        if backend.get_array_module(x) is not np or geometry.stride != (1, 1):
+        if not cls._runs_here(x, geometry):
             return super().weight_grad(x, grad, geometry)
         from . import conv_kernels_numba as compiled
         (top, _), (left, _) = geometry.padding
@@ -713,11 +718,8 @@ class Conv2dBiasReluFn(Function):
         return y
 
     def backward(self, grad):
-        from .activation import _backward_with_bias
-        if hasattr(self.relu_kernel, "backward_with_bias"):
-            dz, db = self.relu_kernel.backward_with_bias(grad, self.y, self.xp)
-        else:
-            dz, db = _backward_with_bias(self.relu_kernel, grad, self.y, self.xp)
+        from .activation import _bias_relu_backward
+        dz, db = _bias_relu_backward(self.relu_kernel, grad, self.y, self.xp)
         dx = self.kernel.input_grad(dz, self.weight, self.geometry) if self.needs_grad[0] else None
         dw = self.kernel.weight_grad(self.x, dz, self.geometry) if self.needs_grad[1] else None
         return dx, dw, (db if self.needs_grad[2] else None)

@@ -255,7 +255,7 @@ def direct_forward(x_pad, w_t, dilation_h, dilation_w, bias, relu, y):
     accumulator with that channel's weight broadcast from memory. That is oneDNN's
     register blocking: 1 load and 1 broadcast per vector FMA, no stores until the end,
     where each accumulator is one vector store into y. Measured on a 2-core Zen 4
-    (AVX-512), one 128² image: 16→16 channels 150–180 GFLOP/s, 32→16 210, against
+    (AVX-512), one 128² image: 16→16 channels 130–183 GFLOP/s, 32→16 140–210, against
     64 for the previous, auto-vectorised direct loop (docs/performance.md).
     The sum over (c, u, v) runs in that order, fused multiply-adds where the CPU has them.
     """
